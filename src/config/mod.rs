@@ -1,0 +1,106 @@
+//! Server configuration: one validated [`Config`], built from embedded defaults, then the
+//! configuration file (`-c`), then command-line flags, in that order of precedence, as
+//! nats-server does it.
+
+pub mod file;
+pub mod flags;
+pub mod parse;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// nats-server's default client port.
+pub const DEFAULT_PORT: u16 = 4222;
+
+/// Everything the core needs to run, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Interface to listen on (`-a`, `host`, `listen`).
+    pub host: String,
+    /// Port to listen on; 0 binds an ephemeral port (what `-p -1` / `port: -1` asks for).
+    pub port: u16,
+    /// Server name advertised in INFO; the server id when unset.
+    pub server_name: Option<String>,
+    /// Largest payload (headers included) a client may publish.
+    pub max_payload: u32,
+    /// Bytes a connection may have queued for writing before it is a slow consumer.
+    pub max_pending: u64,
+    /// Most client connections accepted at once.
+    pub max_connections: usize,
+    /// Most subscriptions one connection may hold; 0 is unlimited.
+    pub max_subscriptions: usize,
+    /// Longest protocol control line (the line before a payload) accepted.
+    pub max_control_line: usize,
+    /// How often the server PINGs an idle client.
+    pub ping_interval: Duration,
+    /// Unanswered PINGs tolerated before `Stale Connection`.
+    pub ping_max: u32,
+    /// Longest a single flush to a client may block before it is a slow consumer.
+    pub write_deadline: Duration,
+    /// Time a client has to send CONNECT when authentication is required.
+    pub auth_timeout: Duration,
+    /// How long lame-duck mode spreads client disconnects over.
+    pub lame_duck_duration: Duration,
+    /// Grace period before lame-duck mode starts closing clients.
+    pub lame_duck_grace_period: Duration,
+    /// Logging options.
+    pub log: LogConfig,
+    /// File to write the server's pid to (`-P`, `pid_file`).
+    pub pid_file: Option<PathBuf>,
+    /// Directory to write `<exe>_<pid>.ports` into once listening (`--ports_file_dir`).
+    pub ports_file_dir: Option<PathBuf>,
+    /// The configuration file this config was read from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Where and how much to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Log file (`-l`, `log_file`); standard error when unset.
+    pub file: Option<PathBuf>,
+    /// Debug messages (`-D`, `debug`).
+    pub debug: bool,
+    /// Protocol trace (`-V`, `trace`).
+    pub trace: bool,
+    /// Timestamps on each line (`logtime`; `-T=false` turns them off).
+    pub time: bool,
+    /// Timestamps in UTC (`logtime_utc`).
+    pub time_utc: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            file: None,
+            debug: false,
+            trace: false,
+            time: true,
+            time_utc: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "0.0.0.0".to_string(),
+            port: DEFAULT_PORT,
+            server_name: None,
+            max_payload: 1024 * 1024,
+            max_pending: 64 * 1024 * 1024,
+            max_connections: 64 * 1024,
+            max_subscriptions: 0,
+            max_control_line: 4096,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(2),
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            log: LogConfig::default(),
+            pid_file: None,
+            ports_file_dir: None,
+            config_file: None,
+        }
+    }
+}

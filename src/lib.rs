@@ -1,0 +1,16 @@
+//! natter: a NATS-compatible subject pub/sub server.
+//!
+//! The core speaks the NATS client protocol: [`proto`] parses and encodes it, [`sublist`]
+//! routes subjects to [`subscription`]s, [`client`] runs one connection and [`outbound`] is
+//! the part of it other connections write to, [`server`] owns the listener and shared state.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod log;
+pub mod outbound;
+pub mod proto;
+pub mod server;
+pub mod subject;
+pub mod sublist;
+pub mod subscription;

@@ -1,0 +1,421 @@
+//! The server: the listener, the registry of connections and the routing table (one owner,
+//! [`ServerState`], shared by `Arc`), INFO, signals, shutdown and lame-duck mode.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::client;
+use crate::config::Config;
+use crate::outbound::{Client, CloseReason};
+use crate::proto::encode;
+use crate::sublist::Sublist;
+use crate::subscription::Subscription;
+
+/// The nats-server release whose behaviour natter follows; sent as INFO's `version` because
+/// clients gate features (JetStream API forms, headers) on it.
+pub const COMPAT_VERSION: &str = "2.15.0";
+/// natter's own version, sent as INFO's `natter_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long shutdown waits for connections to flush and close.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// What the server is asked to do by a signal or its embedder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, flush and close every connection, exit.
+    Shutdown,
+    /// Stop accepting, tell clients (INFO `ldm`), close them gradually, exit.
+    LameDuck,
+}
+
+/// State every connection shares. Each part has one job: the routing table routes, the
+/// registry lists connections, the counters count.
+pub struct ServerState {
+    /// The validated configuration the server runs with.
+    pub config: Config,
+    /// The server id (an nkey-shaped random name, as nats-server makes).
+    pub id: String,
+    /// The server name: configured, else the id.
+    pub name: String,
+    /// The port actually bound (differs from the configured one for `-p -1`).
+    pub port: u16,
+    /// The routing table.
+    pub sublist: Sublist<Subscription>,
+    /// Open connections by id.
+    pub clients: DashMap<u64, Arc<Client>>,
+    /// When the server started.
+    pub started: Instant,
+    next_cid: AtomicU64,
+    in_msgs: AtomicU64,
+    in_bytes: AtomicU64,
+    closed_out_msgs: AtomicU64,
+    closed_out_bytes: AtomicU64,
+    slow_consumers: AtomicU64,
+    lame_duck: AtomicBool,
+}
+
+/// Message and byte totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages received from clients.
+    pub in_msgs: u64,
+    /// Payload bytes received from clients.
+    pub in_bytes: u64,
+    /// Messages queued to clients.
+    pub out_msgs: u64,
+    /// Payload bytes queued to clients.
+    pub out_bytes: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'a str,
+    proto: u8,
+    host: &'a str,
+    port: u16,
+    headers: bool,
+    max_payload: u32,
+    client_id: u64,
+    client_ip: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
+    natter_version: &'a str,
+}
+
+impl ServerState {
+    fn new(config: Config, port: u16) -> Self {
+        let id = server_id();
+        ServerState {
+            name: config.server_name.clone().unwrap_or_else(|| id.clone()),
+            id,
+            port,
+            config,
+            sublist: Sublist::new(),
+            clients: DashMap::new(),
+            started: Instant::now(),
+            next_cid: AtomicU64::new(1),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            closed_out_msgs: AtomicU64::new(0),
+            closed_out_bytes: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            lame_duck: AtomicBool::new(false),
+        }
+    }
+
+    /// The INFO JSON for connection `client_id` from `ip`.
+    pub fn info_json(&self, client_id: u64, ip: IpAddr) -> Vec<u8> {
+        let info = Info {
+            server_id: &self.id,
+            server_name: &self.name,
+            version: COMPAT_VERSION,
+            proto: 1,
+            host: &self.config.host,
+            port: self.port,
+            headers: true,
+            max_payload: self.config.max_payload,
+            client_id,
+            client_ip: ip.to_string(),
+            ldm: self.lame_duck.load(Ordering::Relaxed),
+            natter_version: VERSION,
+        };
+        serde_json::to_vec(&info).expect("INFO serializes")
+    }
+
+    /// Adds a read batch's inbound counts.
+    pub fn count_in(&self, msgs: u64, bytes: u64) {
+        self.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+        self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts and logs a connection that just became a slow consumer.
+    pub fn note_slow_consumer(&self, client: &Client) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        info!(
+            "cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+            client.id, self.config.max_pending
+        );
+    }
+
+    /// Removes a subscription from the routing table and from its connection.
+    pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
+        self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        let mut subs = sub.client.subs();
+        if subs.get(&sub.sid).is_some_and(|s| Arc::ptr_eq(s, sub)) {
+            subs.remove(&sub.sid);
+        }
+    }
+
+    /// Forgets a closed connection, keeping its counters in the totals.
+    pub fn unregister(&self, client: &Client) {
+        if self.clients.remove(&client.id).is_some() {
+            let out = client.outbound();
+            self.closed_out_msgs
+                .fetch_add(out.out_msgs, Ordering::Relaxed);
+            self.closed_out_bytes
+                .fetch_add(out.out_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Message and byte totals since the server started.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            in_msgs: self.in_msgs.load(Ordering::Relaxed),
+            in_bytes: self.in_bytes.load(Ordering::Relaxed),
+            out_msgs: self.closed_out_msgs.load(Ordering::Relaxed),
+            out_bytes: self.closed_out_bytes.load(Ordering::Relaxed),
+            slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+        };
+        for c in self.clients.iter() {
+            let out = c.outbound();
+            t.out_msgs += out.out_msgs;
+            t.out_bytes += out.out_bytes;
+        }
+        t
+    }
+
+    fn clients_snapshot(&self) -> Vec<Arc<Client>> {
+        self.clients.iter().map(|c| c.value().clone()).collect()
+    }
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    ports_file: Option<PathBuf>,
+}
+
+impl Server {
+    /// Binds the client port and writes the pid and ports files; the server is reachable (the
+    /// kernel queues connections) but serves nobody until [`Server::serve`].
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ServerState::new(config, addr.port()));
+        info!("Starting natter");
+        info!("  Version:  {VERSION} (nats-server {COMPAT_VERSION} compatible)");
+        info!("  Name:     {}", state.name);
+        info!("  ID:       {}", state.id);
+        if let Some(file) = &state.config.config_file {
+            info!("Using configuration file: {}", file.display());
+        }
+        if let Some(pid_file) = &state.config.pid_file {
+            std::fs::write(pid_file, std::process::id().to_string())?;
+        }
+        let ports_file = match &state.config.ports_file_dir {
+            Some(dir) => Some(write_ports_file(dir, &state.config.host, addr.port())?),
+            None => None,
+        };
+        info!(
+            "Listening for client connections on {}",
+            display_addr(&state.config.host, addr.port())
+        );
+        info!("Server is ready");
+        Ok(Server {
+            state,
+            listener,
+            ports_file,
+        })
+    }
+
+    /// The address the client listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The state shared with every connection.
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Serves clients until a [`Stop`] arrives on `stops` (or every sender is gone).
+    pub async fn serve(self, mut stops: mpsc::Receiver<Stop>) -> io::Result<()> {
+        let stop = loop {
+            tokio::select! {
+                stop = stops.recv() => break stop.unwrap_or(Stop::Shutdown),
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, addr)) => self.accept(stream, addr),
+                    Err(e) => {
+                        // Usually out of file descriptors: back off rather than spin.
+                        error!("Error accepting client connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        };
+        let Server {
+            state,
+            listener,
+            ports_file,
+        } = self;
+        drop(listener);
+        if stop == Stop::LameDuck {
+            lame_duck(&state, &mut stops).await;
+        }
+        info!("Initiating Shutdown...");
+        for client in state.clients_snapshot() {
+            client.close(CloseReason::ServerShutdown);
+        }
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !state.clients.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(path) = ports_file {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(path) = &state.config.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("Server Exiting..");
+        Ok(())
+    }
+
+    fn accept(&self, stream: TcpStream, addr: SocketAddr) {
+        // Small frames must not wait for Nagle: latency is the point.
+        let _ = stream.set_nodelay(true);
+        let state = self.state.clone();
+        let id = state.next_cid.fetch_add(1, Ordering::Relaxed);
+        if state.clients.len() >= state.config.max_connections {
+            error!("{addr} - cid:{id} - maximum connections exceeded");
+            tokio::spawn(refuse(
+                stream,
+                state.info_json(id, addr.ip()),
+                state.config.write_deadline,
+            ));
+            return;
+        }
+        let client = Arc::new(Client::new(id, state.config.max_pending as usize));
+        state.clients.insert(id, client.clone());
+        tokio::spawn(client::serve(state, stream, addr, client));
+    }
+}
+
+/// Sends INFO and the nats-server error to a connection over the limit, then hangs up.
+async fn refuse(mut stream: TcpStream, info: Vec<u8>, deadline: Duration) {
+    let mut frame = bytes::BytesMut::new();
+    encode::info(&mut frame, &info);
+    encode::err(&mut frame, "maximum connections exceeded");
+    let _ = tokio::time::timeout(deadline, stream.write_all(&frame)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Lame-duck mode: clients learn (INFO `ldm`) that they should move, then are closed
+/// gradually over the configured duration, so they do not all reconnect elsewhere at once.
+async fn lame_duck(state: &Arc<ServerState>, stops: &mut mpsc::Receiver<Stop>) {
+    info!("Entering lame duck mode, stop accepting new clients");
+    state.lame_duck.store(true, Ordering::Relaxed);
+    let clients = state.clients_snapshot();
+    for c in clients.iter().filter(|c| c.async_info()) {
+        let json = state.info_json(c.id, IpAddr::from([0, 0, 0, 0]));
+        if c.enqueue(json.len() + 8, |b| encode::info(b, &json))
+            != crate::outbound::Enqueued::Dropped
+        {
+            c.wake();
+        }
+    }
+    let config = &state.config;
+    let spread = config
+        .lame_duck_duration
+        .saturating_sub(config.lame_duck_grace_period);
+    let closing = async {
+        tokio::time::sleep(config.lame_duck_grace_period).await;
+        let step = spread / (clients.len().max(1) as u32);
+        for (i, c) in clients.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(step).await;
+            }
+            c.close(CloseReason::ServerShutdown);
+        }
+    };
+    tokio::select! {
+        _ = closing => {}
+        stop = stops.recv() => if stop == Some(Stop::Shutdown) {
+            debug!("Shutdown requested during lame duck mode");
+        },
+    }
+}
+
+/// Binds and serves with `config`, stopping on SIGINT/SIGTERM (shutdown) or SIGUSR2 (lame
+/// duck), as nats-server does.
+pub async fn run(config: Config) -> io::Result<()> {
+    let server = Server::bind(config).await?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(forward_signals(tx));
+    server.serve(rx).await
+}
+
+async fn forward_signals(tx: mpsc::Sender<Stop>) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        let stop = tokio::select! {
+            _ = int.recv() => { info!("Trapped \"interrupt\" signal"); Stop::Shutdown }
+            _ = term.recv() => { info!("Trapped \"terminated\" signal"); Stop::Shutdown }
+            _ = usr2.recv() => Stop::LameDuck,
+            _ = hup.recv() => {
+                warn!("Configuration reload is not supported yet; restart the server to apply changes");
+                continue;
+            }
+        };
+        if tx.send(stop).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// `<dir>/<executable>_<pid>.ports` holding `{"nats":["nats://host:port"]}`, as nats-server
+/// writes it for test harnesses that start it on a random port.
+fn write_ports_file(dir: &std::path::Path, host: &str, port: u16) -> io::Result<PathBuf> {
+    let exe = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "natter".into());
+    let path = dir.join(format!("{exe}_{}.ports", std::process::id()));
+    let host = match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" => "[::1]",
+        h => h,
+    };
+    let json = serde_json::json!({ "nats": [format!("nats://{}", display_addr(host, port))] });
+    std::fs::write(&path, json.to_string())?;
+    Ok(path)
+}
+
+fn display_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A random 56-character server id in the nkey alphabet, starting with `N` like nats-server's.
+fn server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    std::iter::once('N')
+        .chain((0..55).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char))
+        .collect()
+}

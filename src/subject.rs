@@ -1,0 +1,118 @@
+//! Subjects: dot-separated tokens, where a whole token `*` matches any one token and a final
+//! `>` matches one or more. Validation follows nats-server: wildcards count only as whole
+//! tokens (`a*b` is a literal), tokens are never empty and never hold whitespace.
+
+/// The token separator.
+pub const SEP: u8 = b'.';
+/// Single-token wildcard.
+pub const PWC: &[u8] = b"*";
+/// Trailing multi-token wildcard.
+pub const FWC: &[u8] = b">";
+
+/// Whether `subject` is valid to subscribe to: wildcards allowed, `>` only as the last token.
+pub fn is_valid_subscription(subject: &[u8]) -> bool {
+    let mut tokens = subject.split(|&b| b == SEP).peekable();
+    while let Some(token) = tokens.next() {
+        if !is_valid_token(token) {
+            return false;
+        }
+        if token == FWC && tokens.peek().is_some() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `subject` is valid to publish to: a valid subject with no wildcard token.
+pub fn is_valid_publish(subject: &[u8]) -> bool {
+    subject
+        .split(|&b| b == SEP)
+        .all(|t| is_valid_token(t) && t != PWC && t != FWC)
+}
+
+/// Whether `subject` holds a `*` or `>` wildcard token.
+pub fn has_wildcard(subject: &[u8]) -> bool {
+    subject.split(|&b| b == SEP).any(|t| t == PWC || t == FWC)
+}
+
+/// Whether a queue group name is acceptable: non-empty with no whitespace.
+pub fn is_valid_queue(queue: &[u8]) -> bool {
+    !queue.is_empty() && !queue.iter().any(u8::is_ascii_whitespace)
+}
+
+fn is_valid_token(token: &[u8]) -> bool {
+    !token.is_empty() && !token.iter().any(u8::is_ascii_whitespace)
+}
+
+/// Whether the literal `subject` is matched by the (possibly wildcard) `pattern`.
+///
+/// The routing table does this with a trie; this direct form serves permissions checks
+/// and tests.
+pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
+    let mut pat = pattern.split(|&b| b == SEP);
+    let mut sub = subject.split(|&b| b == SEP);
+    loop {
+        match (pat.next(), sub.next()) {
+            (Some(p), Some(_)) if p == FWC => return true,
+            (Some(p), Some(s)) if p == PWC || p == s => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_subjects() {
+        for ok in [
+            "foo",
+            "foo.bar",
+            "*",
+            ">",
+            "foo.*",
+            "foo.>",
+            "*.*.>",
+            "a*b.c>",
+            "$JS.API.>",
+        ] {
+            assert!(is_valid_subscription(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            ">.a",
+            "a b",
+            "a\tb",
+        ] {
+            assert!(!is_valid_subscription(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn publish_subjects() {
+        assert!(is_valid_publish(b"foo.bar"));
+        assert!(is_valid_publish(b"a*b"));
+        for bad in ["foo.*", "foo.>", "*", "", "a..b", "a."] {
+            assert!(!is_valid_publish(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn direct_matching() {
+        assert!(matches(b"foo.*", b"foo.bar"));
+        assert!(!matches(b"foo.*", b"foo.bar.baz"));
+        assert!(matches(b"foo.>", b"foo.bar.baz"));
+        assert!(!matches(b"foo.>", b"foo"));
+        assert!(matches(b">", b"a"));
+        assert!(matches(b"*.b", b"a.b"));
+        assert!(!matches(b"a.b", b"a.c"));
+        assert!(!matches(b"a", b"a.b"));
+    }
+}
