@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, enabled, error, info, trace, Level};
@@ -67,6 +67,47 @@ struct Connection {
     pings_out: u32,
     in_msgs: u64,
     in_bytes: u64,
+}
+
+/// What delivering one message needs, borrowed from the [`Connection`] apart from its match
+/// cache, which the message's matches are borrowed from.
+struct Deliveries<'a> {
+    server: &'a ServerState,
+    publisher: u64,
+    echo: bool,
+    to_wake: &'a mut Vec<Arc<Client>>,
+}
+
+impl Deliveries<'_> {
+    /// Queues `msg` for `sub`; false if the subscription may not take it (its own echo, or
+    /// past its delivery limit), so a queue group can try another member.
+    fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Message<'_>) -> bool {
+        let target = &sub.client;
+        if !self.echo && target.id == self.publisher {
+            return false;
+        }
+        let claim = sub.claim();
+        if claim == Claim::Skip {
+            return false;
+        }
+        let headers = target.headers();
+        let len = msg.frame_len(sub.sid.len(), headers);
+        let body = msg.payload.len();
+        match target.enqueue_msg(len, body, |b| msg.write(b, &sub.sid, headers)) {
+            Enqueued::Wake => self.to_wake.push(target.clone()),
+            Enqueued::Queued | Enqueued::Dropped => {}
+            Enqueued::SlowConsumer => self.server.note_slow_consumer(target),
+        }
+        if claim == Claim::DeliverLast {
+            debug!(
+                "cid:{} - Auto-unsubscribe limit reached for sid '{}'",
+                target.id,
+                String::from_utf8_lossy(&sub.sid)
+            );
+            self.server.remove_subscription(sub);
+        }
+        true
+    }
 }
 
 /// Serves one accepted connection until it closes.
@@ -217,23 +258,31 @@ impl Connection {
         }
     }
 
-    /// Handles every complete operation in `buf`.
+    /// Handles every complete operation in `buf`, then drops the bytes they took.
     fn process(&mut self, buf: &mut BytesMut) -> Result<(), CloseReason> {
-        loop {
-            match self.parser.next(buf) {
-                Ok(Some(op)) => self.handle(op)?,
-                Ok(None) => return Ok(()),
+        let mut at = 0;
+        let result = loop {
+            match self.parser.parse(&buf[at..]) {
+                Ok(Some((op, taken))) => {
+                    at += taken;
+                    if let Err(reason) = self.handle(op) {
+                        break Err(reason);
+                    }
+                }
+                Ok(None) => break Ok(()),
                 Err(e) => {
                     error!("{} - Client parser error: {}", self.tag, e.wire_text());
                     self.send_err(&e.wire_text());
-                    return Err(match e {
+                    break Err(match e {
                         ParseError::MaxControlLine => CloseReason::MaxControlLineExceeded,
                         ParseError::MaxPayload => CloseReason::MaxPayloadExceeded,
                         _ => CloseReason::ProtocolViolation,
                     });
                 }
             }
-        }
+        };
+        buf.advance(at);
+        result
     }
 
     /// Wakes every receiver given data in this batch, and publishes this batch's counters.
@@ -248,7 +297,7 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, op: Op) -> Result<(), CloseReason> {
+    fn handle(&mut self, op: Op<'_>) -> Result<(), CloseReason> {
         if enabled!(Level::TRACE) {
             trace!("{} - <<- [{}]", self.tag, describe(&op));
         }
@@ -264,15 +313,15 @@ impl Connection {
                 subject,
                 queue,
                 sid,
-            } => self.subscribe(&subject, queue.as_deref(), &sid),
-            Op::Unsub { sid, max } => self.unsubscribe(&sid, max),
+            } => self.subscribe(subject, queue, sid),
+            Op::Unsub { sid, max } => self.unsubscribe(sid, max),
             Op::Ping => {
                 self.send(encode::PONG);
                 // Answering promptly matters more than batching: clients PING to flush.
                 self.end_batch();
             }
             Op::Pong => self.pings_out = 0,
-            Op::Connect(json) => self.connect(&json)?,
+            Op::Connect(json) => self.connect(json)?,
             Op::Info | Op::Ok => {}
             Op::Err(text) => {
                 error!(
@@ -316,10 +365,10 @@ impl Connection {
 
     fn publish(
         &mut self,
-        subject: Bytes,
-        reply: Option<Bytes>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
         header_len: usize,
-        payload: Bytes,
+        payload: &[u8],
         headers: bool,
     ) -> Result<(), CloseReason> {
         if headers && !self.opts.headers {
@@ -327,7 +376,7 @@ impl Connection {
             self.send_err("Message Headers Not Supported");
             return Err(CloseReason::ProtocolViolation);
         }
-        if self.opts.pedantic && !subject::is_valid_publish(&subject) {
+        if self.opts.pedantic && !subject::is_valid_publish(subject) {
             self.send_err("Invalid Publish Subject");
             self.ok();
             return Ok(());
@@ -335,10 +384,10 @@ impl Connection {
         self.in_msgs += 1;
         self.in_bytes += payload.len() as u64;
         let msg = Message {
-            subject: &subject,
-            reply: reply.as_deref(),
+            subject,
+            reply,
             header_len,
-            payload: &payload,
+            payload,
         };
         // nats-server acknowledges before delivering, so a verbose client that receives its
         // own message sees +OK first.
@@ -350,14 +399,20 @@ impl Connection {
     /// Delivers `msg` to every plain subscriber and one member of each queue group.
     fn route(&mut self, msg: &Message<'_>) {
         let matches = self.cache.get(&self.server.sublist, msg.subject);
+        let mut out = Deliveries {
+            server: &self.server,
+            publisher: self.client.id,
+            echo: self.opts.echo,
+            to_wake: &mut self.to_wake,
+        };
         for sub in &matches.plain {
-            self.deliver(sub, msg);
+            out.deliver(sub, msg);
         }
         for group in &matches.groups {
             let n = group.members.len();
             let start = fastrand::usize(..n);
             for i in 0..n {
-                if self.deliver(&group.members[(start + i) % n], msg) {
+                if out.deliver(&group.members[(start + i) % n], msg) {
                     break;
                 }
             }
@@ -367,36 +422,6 @@ impl Connection {
                 self.no_responders(msg.subject, reply);
             }
         }
-    }
-
-    /// Queues `msg` for `sub`; false if the subscription may not take it (its own echo, or
-    /// past its delivery limit), so a queue group can try another member.
-    fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Message<'_>) -> bool {
-        let target = &sub.client;
-        if !self.opts.echo && target.id == self.client.id {
-            return false;
-        }
-        let claim = sub.claim();
-        if claim == Claim::Skip {
-            return false;
-        }
-        let headers = target.headers();
-        let len = msg.frame_len(sub.sid.len(), headers);
-        let body = msg.payload.len();
-        match target.enqueue_msg(len, body, |b| msg.write(b, &sub.sid, headers)) {
-            Enqueued::Wake => self.to_wake.push(target.clone()),
-            Enqueued::Queued | Enqueued::Dropped => {}
-            Enqueued::SlowConsumer => self.server.note_slow_consumer(target),
-        }
-        if claim == Claim::DeliverLast {
-            debug!(
-                "{} - Auto-unsubscribe limit reached for sid '{}'",
-                self.tag,
-                String::from_utf8_lossy(&sub.sid)
-            );
-            self.server.remove_subscription(sub);
-        }
-        true
     }
 
     /// Tells a requester at once that nobody is listening: a `503` status on its reply subject.
@@ -530,8 +555,8 @@ fn next_read_size(size: usize, read: usize, room: usize) -> usize {
 }
 
 /// The operation as nats-server's protocol trace shows it.
-fn describe(op: &Op) -> String {
-    let s = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+fn describe(op: &Op<'_>) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match op {
         Op::Pub {
             subject,

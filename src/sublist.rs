@@ -1,25 +1,52 @@
 //! The routing table: a trie of subject tokens holding subscriptions, with `*`/`>` wildcard
-//! branches and queue groups, plus a per-publisher cache of match results.
+//! branches and queue groups, plus caches of match results.
 //!
-//! Writers (SUB/UNSUB) take the trie's write lock and bump a generation counter. Publishers
-//! keep a [`MatchCache`] of their own: a hit costs one atomic load of the generation and a
-//! hash lookup, with no shared lock; only a miss takes the trie's read lock.
+//! Match results are shared, immutable [`Cached`] values. The table keeps one per recently
+//! matched subject and marks it stale when a SUB/UNSUB could change it, so unrelated changes
+//! leave it alone. Each publisher keeps a [`MatchCache`] of its own pointing at them: a hit
+//! costs a hash lookup and one atomic load, with no lock shared with other publishers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::subject::{FWC, PWC, SEP};
+use crate::subject::{self, FWC, PWC, SEP};
 
-/// Subjects a [`MatchCache`] remembers before it starts over; bounds a publisher that
+/// Subjects the table's shared cache remembers before it starts over.
+const SHARED_CACHE_MAX: usize = 4096;
+/// Hash maps keyed by subject: foldhash is several times faster than SipHash on short keys,
+/// and its per-process random seed keeps some resistance to crafted collisions.
+type SubjectMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
+/// Subjects one publisher's cache remembers before it starts over; bounds a publisher that
 /// cycles through endless distinct subjects.
 const CACHE_MAX: usize = 1024;
 
 /// A subject trie of `Arc<T>` subscriptions.
 pub struct Sublist<T> {
     root: RwLock<Level<T>>,
-    generation: AtomicU64,
+    /// Lock order: `root` before `cache`, always.
+    cache: Mutex<SubjectMap<Arc<Cached<T>>>>,
     count: AtomicUsize,
+}
+
+/// A match result shared by every cache that looked the subject up, until a SUB/UNSUB that
+/// could change it marks it stale.
+pub struct Cached<T> {
+    /// What matched when the result was computed.
+    pub matches: Matches<T>,
+    valid: AtomicBool,
+}
+
+impl<T> Cached<T> {
+    /// Whether no SUB/UNSUB has changed this result since it was computed.
+    pub fn is_valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+
+    fn invalidate(&self) {
+        self.valid.store(false, Ordering::Release);
+    }
 }
 
 struct Level<T> {
@@ -172,7 +199,7 @@ impl<T> Default for Sublist<T> {
     fn default() -> Self {
         Sublist {
             root: RwLock::new(Level::default()),
-            generation: AtomicU64::new(0),
+            cache: Mutex::new(SubjectMap::default()),
             count: AtomicUsize::new(0),
         }
     }
@@ -208,7 +235,7 @@ impl<T> Sublist<T> {
             level = node.next.get_or_insert_with(Default::default);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.invalidate(subject);
     }
 
     /// Removes `item` from `subject`/`queue`; false if it was not there.
@@ -218,20 +245,36 @@ impl<T> Sublist<T> {
         let removed = remove_at(&mut root, &tokens, queue, item);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.invalidate(subject);
         }
         removed
     }
 
     /// Everything subscribed to a subject matching the literal `subject`, read from the trie.
     pub fn matches(&self, subject: &[u8]) -> Matches<T> {
-        let tokens: Vec<&[u8]> = subject.split(|&b| b == SEP).collect();
-        let mut out = Matches::default();
-        self.root
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .collect(&tokens, &mut out);
-        out
+        let root = self.root.read().unwrap_or_else(|e| e.into_inner());
+        collect(&root, subject)
+    }
+
+    /// The shared, cached result for `subject`, computed and cached if missing or stale.
+    pub fn lookup(&self, subject: &[u8]) -> Arc<Cached<T>> {
+        // The read lock is held until the result is cached, so a SUB/UNSUB (which needs the
+        // write lock) cannot slip between computing it and caching it unseen.
+        let root = self.root.read().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = cache.get(subject).filter(|c| c.is_valid()) {
+            return found.clone();
+        }
+        let found = Arc::new(Cached {
+            matches: collect(&root, subject),
+            valid: AtomicBool::new(true),
+        });
+        if cache.len() >= SHARED_CACHE_MAX {
+            // Evicted results must go stale too: publishers' caches still point at them.
+            cache.drain().for_each(|(_, c)| c.invalidate());
+        }
+        cache.insert(subject.into(), found.clone());
+        found
     }
 
     /// How many subscriptions the table holds.
@@ -239,10 +282,31 @@ impl<T> Sublist<T> {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Changes on every insert and remove; caches compare it to know they are stale.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Marks stale every cached result a subscription on `pattern` could change. Called with
+    /// the trie's write lock held.
+    fn invalidate(&self, pattern: &[u8]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if !subject::has_wildcard(pattern) {
+            if let Some(c) = cache.remove(pattern) {
+                c.invalidate();
+            }
+            return;
+        }
+        cache.retain(|subject, c| {
+            let hit = subject::matches(pattern, subject);
+            if hit {
+                c.invalidate();
+            }
+            !hit
+        });
     }
+}
+
+fn collect<T>(root: &Level<T>, subject: &[u8]) -> Matches<T> {
+    let tokens: Vec<&[u8]> = subject.split(|&b| b == SEP).collect();
+    let mut out = Matches::default();
+    root.collect(&tokens, &mut out);
+    out
 }
 
 fn remove_at<T>(
@@ -291,43 +355,54 @@ fn remove_from_node<T>(node: &mut Node<T>, queue: Option<&[u8]>, item: &Arc<T>) 
     true
 }
 
-/// One publisher's memory of recent match results, valid while the table's generation holds.
+/// One publisher's memory of recent match results: pointers to the table's shared results,
+/// each checked for staleness on use.
 pub struct MatchCache<T> {
-    generation: u64,
-    entries: HashMap<Box<[u8]>, Arc<Matches<T>>>,
+    entries: SubjectMap<Arc<Cached<T>>>,
+    /// The last subject looked up and its result: a publisher repeating a subject (the common
+    /// case) pays a memcmp, not a hash.
+    last_subject: Vec<u8>,
+    last: Option<Arc<Cached<T>>>,
 }
 
 impl<T> Default for MatchCache<T> {
     fn default() -> Self {
         MatchCache {
-            generation: u64::MAX,
-            entries: HashMap::new(),
+            entries: SubjectMap::default(),
+            last_subject: Vec::new(),
+            last: None,
         }
     }
 }
 
 impl<T> MatchCache<T> {
-    /// The matches for `subject`, from the cache when the table has not changed since.
-    pub fn get(&mut self, list: &Sublist<T>, subject: &[u8]) -> Arc<Matches<T>> {
-        let generation = list.generation();
-        if generation != self.generation {
-            self.entries.clear();
-            self.generation = generation;
-        } else if let Some(found) = self.entries.get(subject) {
-            return found.clone();
+    /// The matches for `subject`: from this cache while still valid, else from the table.
+    pub fn get(&mut self, list: &Sublist<T>, subject: &[u8]) -> &Matches<T> {
+        let repeat =
+            self.last_subject == subject && self.last.as_ref().is_some_and(|c| c.is_valid());
+        if !repeat {
+            let found = match self.entries.get(subject) {
+                Some(c) if c.is_valid() => c.clone(),
+                _ => {
+                    if self.entries.len() >= CACHE_MAX {
+                        self.entries.clear();
+                    }
+                    let c = list.lookup(subject);
+                    // Keys are copied so the cache never pins a connection's read buffer.
+                    self.entries.insert(subject.into(), c.clone());
+                    c
+                }
+            };
+            self.last_subject.clear();
+            self.last_subject.extend_from_slice(subject);
+            self.last = Some(found);
         }
-        let found = Arc::new(list.matches(subject));
-        if self.entries.len() >= CACHE_MAX {
-            self.entries.clear();
-        }
-        // Keys are copied so the cache never pins a connection's read buffer.
-        self.entries.insert(subject.into(), found.clone());
-        found
+        &self.last.as_ref().expect("set above").matches
     }
 
     /// Forgets every cached result (an idle connection returning its memory).
     pub fn clear(&mut self) {
-        self.entries = HashMap::new();
+        *self = Self::default();
     }
 }
 
@@ -381,18 +456,16 @@ mod tests {
     }
 
     #[test]
-    fn remove_prunes_and_bumps_generation() {
+    fn remove_prunes_empty_branches() {
         let s = Sublist::new();
         let a = Arc::new(1u32);
         let b = Arc::new(2u32);
         s.insert(b"a.b.c", None, a.clone());
         s.insert(b"a.b.c", Some(b"q"), b.clone());
-        let g = s.generation();
         assert!(!s.remove(b"a.b.c", None, &b), "wrong group");
         assert!(s.remove(b"a.b.c", None, &a));
         assert!(!s.remove(b"a.b.c", None, &a), "already gone");
         assert!(s.remove(b"a.b.c", Some(b"q"), &b));
-        assert!(s.generation() > g);
         assert_eq!(s.count(), 0);
         assert!(s.root.read().unwrap().is_empty(), "trie pruned to nothing");
     }
@@ -405,12 +478,38 @@ mod tests {
         let a = Arc::new(7u32);
         s.insert(b"x", None, a.clone());
         assert_eq!(cache.get(&s, b"x").plain.len(), 1);
-        assert!(
-            Arc::ptr_eq(&cache.get(&s, b"x"), &cache.get(&s, b"x")),
-            "hit"
-        );
         s.remove(b"x", None, &a);
         assert!(cache.get(&s, b"x").is_empty());
+        s.insert(b"*", None, a.clone());
+        assert_eq!(cache.get(&s, b"x").plain.len(), 1, "wildcard invalidates");
+    }
+
+    #[test]
+    fn unrelated_changes_keep_cached_results() {
+        let s = Sublist::new();
+        let a = Arc::new(1u32);
+        s.insert(b"a.b", None, a.clone());
+        let first = s.lookup(b"a.b");
+        s.insert(b"c.d", None, Arc::new(2));
+        s.insert(b"a.*.c", None, Arc::new(3));
+        assert!(first.is_valid(), "unrelated SUBs leave the result alone");
+        assert!(Arc::ptr_eq(&first, &s.lookup(b"a.b")), "and it is shared");
+        s.insert(b"a.>", None, Arc::new(4));
+        assert!(!first.is_valid(), "a SUB that matches makes it stale");
+        assert_eq!(s.lookup(b"a.b").matches.plain.len(), 2);
+    }
+
+    #[test]
+    fn shared_cache_eviction_marks_results_stale() {
+        let s: Sublist<u32> = Sublist::new();
+        let first = s.lookup(b"s.0");
+        for i in 1..=SHARED_CACHE_MAX {
+            s.lookup(format!("s.{i}").as_bytes());
+        }
+        assert!(
+            !first.is_valid(),
+            "an evicted result can no longer be invalidated, so it is stale"
+        );
     }
 
     fn token() -> impl Strategy<Value = String> {
@@ -424,6 +523,58 @@ mod tests {
     fn literal() -> impl Strategy<Value = String> {
         prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..5)
             .prop_map(|t| t.join("."))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Sub(String),
+        Unsub(prop::sample::Index),
+        Publish(String),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            pattern().prop_map(Step::Sub),
+            any::<prop::sample::Index>().prop_map(Step::Unsub),
+            literal().prop_map(Step::Publish),
+            literal().prop_map(Step::Publish),
+        ]
+    }
+
+    proptest! {
+        /// Two publishers' caches, interleaved with SUB/UNSUB, always agree with the trie.
+        #[test]
+        fn caches_never_serve_stale_results(steps in prop::collection::vec(step(), 1..80)) {
+            let s = Sublist::new();
+            let mut caches = [MatchCache::default(), MatchCache::default()];
+            let mut live: Vec<(String, Arc<u32>)> = Vec::new();
+            for (i, step) in steps.into_iter().enumerate() {
+                match step {
+                    Step::Sub(p) if subject::is_valid_subscription(p.as_bytes()) => {
+                        let item = Arc::new(i as u32);
+                        s.insert(p.as_bytes(), None, item.clone());
+                        live.push((p, item));
+                    }
+                    Step::Sub(_) => {}
+                    Step::Unsub(ix) if !live.is_empty() => {
+                        let (p, item) = live.swap_remove(ix.index(live.len()));
+                        prop_assert!(s.remove(p.as_bytes(), None, &item));
+                    }
+                    Step::Unsub(_) => {}
+                    Step::Publish(subj) => {
+                        let mut want: Vec<u32> = live
+                            .iter()
+                            .filter(|(p, _)| subject::matches(p.as_bytes(), subj.as_bytes()))
+                            .map(|(_, i)| **i)
+                            .collect();
+                        want.sort();
+                        let cache = &mut caches[i % 2];
+                        let got = ids(cache.get(&s, subj.as_bytes()));
+                        prop_assert_eq!(got, want, "subject {}", subj);
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

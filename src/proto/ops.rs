@@ -1,39 +1,38 @@
 //! The operations a client sends, as the parser hands them to the connection.
 
-use bytes::Bytes;
 use serde::Deserialize;
 
-/// One client operation. Byte fields are zero-copy slices of the connection's read buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+/// One client operation, borrowing from the connection's read buffer: nothing is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
     /// `CONNECT {json}`: the JSON text, parsed by the connection.
-    Connect(Bytes),
+    Connect(&'a [u8]),
     /// `PUB` or `HPUB`: a message to route.
     Pub {
         /// Subject published to.
-        subject: Bytes,
+        subject: &'a [u8],
         /// Reply subject, if any.
-        reply: Option<Bytes>,
+        reply: Option<&'a [u8]>,
         /// Length of the header block at the front of `payload`; 0 for `PUB`.
         header_len: usize,
         /// Headers (for `HPUB`) followed by the body.
-        payload: Bytes,
+        payload: &'a [u8],
         /// Whether this was `HPUB`.
         headers: bool,
     },
     /// `SUB subject [queue] sid`.
     Sub {
         /// Subject or wildcard pattern.
-        subject: Bytes,
+        subject: &'a [u8],
         /// Queue group name.
-        queue: Option<Bytes>,
+        queue: Option<&'a [u8]>,
         /// The client's subscription id.
-        sid: Bytes,
+        sid: &'a [u8],
     },
     /// `UNSUB sid [max]`.
     Unsub {
         /// The client's subscription id.
-        sid: Bytes,
+        sid: &'a [u8],
         /// Unsubscribe after this many messages in all, instead of now.
         max: Option<u64>,
     },
@@ -46,7 +45,7 @@ pub enum Op {
     /// `+OK` from a client: ignored.
     Ok,
     /// `-ERR text` from a client: logged, then the connection closes.
-    Err(Bytes),
+    Err(&'a [u8]),
 }
 
 /// The fields of a client's CONNECT JSON. Absent fields keep their earlier value, which is why

@@ -1,11 +1,10 @@
-//! Bytes in, [`Op`]s out. The parser consumes complete operations from the front of a
-//! `BytesMut` and leaves partial ones in place, so a control line or payload may arrive split
-//! at any byte. Payloads are frozen slices of the buffer, not copies.
+//! Bytes in, [`Op`]s out. The parser reads complete operations from the front of a buffer
+//! and says how many bytes each took; a partial one is left for the next read, so a control
+//! line or payload may arrive split at any byte. Ops borrow from the buffer: a payload is a
+//! slice of the bytes read from the socket, never a copy, and costs no reference counting.
 //!
 //! Leniency follows nats-server: verbs in any case, arguments separated by runs of spaces or
 //! tabs, control lines ending in `\r\n` or a bare `\n`; a payload must end in exactly `\r\n`.
-
-use bytes::{Buf, Bytes, BytesMut};
 
 use super::Op;
 
@@ -44,22 +43,20 @@ const VERBS: &[&[u8]] = &[
     b"PUB", b"HPUB", b"SUB", b"UNSUB", b"PING", b"PONG", b"CONNECT", b"INFO", b"+OK", b"-ERR",
 ];
 
-/// A message whose control line has been read and whose payload has not fully arrived.
-#[derive(Debug)]
-struct PendingPayload {
-    subject: Bytes,
-    reply: Option<Bytes>,
-    header_len: usize,
-    total: usize,
-    headers: bool,
-}
+/// Verbs that must be followed by arguments: nats-server treats `SUB\r\n` as no operation at all.
+const TAKES_ARGS: &[&[u8]] = &[b"PUB", b"HPUB", b"SUB", b"UNSUB", b"CONNECT"];
+
+/// Most arguments any operation takes (HPUB: subject, reply, two sizes), plus one so that a
+/// line with too many arguments matches no operation's form.
+const MAX_ARGS: usize = 5;
 
 /// Incremental protocol parser for one connection.
 #[derive(Debug)]
 pub struct Parser {
     max_control_line: usize,
     max_payload: usize,
-    pending: Option<PendingPayload>,
+    /// Total bytes (control line, payload, `\r\n`) of the message waiting to complete.
+    waiting_for: usize,
 }
 
 impl Parser {
@@ -68,89 +65,54 @@ impl Parser {
         Parser {
             max_control_line,
             max_payload,
-            pending: None,
+            waiting_for: 0,
         }
     }
 
-    /// How many more bytes the operation in progress needs, when that is known; lets the
-    /// reader reserve a large payload's space once instead of growing the buffer repeatedly.
+    /// How many more bytes the message in progress needs, when that is known; lets the reader
+    /// reserve a large payload's space once instead of growing the buffer repeatedly.
     pub fn bytes_wanted(&self, buffered: usize) -> usize {
-        self.pending
-            .as_ref()
-            .map_or(0, |p| (p.total + 2).saturating_sub(buffered))
+        self.waiting_for.saturating_sub(buffered)
     }
 
-    /// Takes the next complete operation off the front of `buf`; `Ok(None)` when more input is
-    /// needed. After an error the connection must be closed.
-    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
-        loop {
-            if let Some(pending) = &self.pending {
-                return match payload_ready(buf, pending.total)? {
-                    false => Ok(None),
-                    true => {
-                        let p = self.pending.take().expect("checked above");
-                        let payload = buf.split_to(p.total).freeze();
-                        buf.advance(2);
-                        Ok(Some(Op::Pub {
-                            subject: p.subject,
-                            reply: p.reply,
-                            header_len: p.header_len,
-                            payload,
-                            headers: p.headers,
-                        }))
-                    }
-                };
-            }
-            let scan = buf.len().min(self.max_control_line + 2);
-            let Some(nl) = memchr::memchr(b'\n', &buf[..scan]) else {
-                if buf.len() > self.max_control_line + 1 {
-                    return Err(ParseError::MaxControlLine);
-                }
-                check_partial_verb(buf)?;
-                return Ok(None);
-            };
-            let line = buf.split_to(nl + 1).freeze();
-            let end = if nl > 0 && line[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
-            if end > self.max_control_line {
+    /// Parses the operation at the front of `buf`: the op and the bytes it took, or `Ok(None)`
+    /// when more input is needed. After an error the connection must be closed.
+    pub fn parse<'a>(&mut self, buf: &'a [u8]) -> Result<Option<(Op<'a>, usize)>, ParseError> {
+        let scan = buf.len().min(self.max_control_line + 2);
+        let Some(nl) = memchr::memchr(b'\n', &buf[..scan]) else {
+            if buf.len() > self.max_control_line + 1 {
                 return Err(ParseError::MaxControlLine);
             }
-            let line = line.slice(..end);
-            match self.control_line(line)? {
-                Some(op) => return Ok(Some(op)),
-                None => continue, // a PUB/HPUB header: go on to its payload
-            }
+            check_partial_verb(buf)?;
+            return Ok(None);
+        };
+        let end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if end > self.max_control_line {
+            return Err(ParseError::MaxControlLine);
         }
-    }
-
-    /// Parses one control line; `None` means a message payload follows.
-    fn control_line(&mut self, line: Bytes) -> Result<Option<Op>, ParseError> {
+        let line = &buf[..end];
         let verb_end = line
             .iter()
             .position(|&b| b == b' ' || b == b'\t')
             .unwrap_or(line.len());
-        let verb = &line[..verb_end];
-        let rest = line.slice(verb_end..);
-        // nats-server expects a separator right after a verb that takes arguments; without
-        // one (`SUB\r\n`) the line is no operation at all.
-        let takes_args = [&b"PUB"[..], b"HPUB", b"SUB", b"UNSUB", b"CONNECT"];
-        if rest.is_empty() && takes_args.iter().any(|v| v.eq_ignore_ascii_case(verb)) {
+        let (verb, rest) = line.split_at(verb_end);
+        if rest.is_empty() && TAKES_ARGS.iter().any(|v| v.eq_ignore_ascii_case(verb)) {
             return Err(ParseError::UnknownOp);
         }
+        let taken = nl + 1;
         let op = if verb.eq_ignore_ascii_case(b"PUB") {
-            self.pub_header(&rest, false)?;
-            return Ok(None);
+            return self.message(buf, taken, rest, false);
         } else if verb.eq_ignore_ascii_case(b"HPUB") {
-            self.pub_header(&rest, true)?;
-            return Ok(None);
+            return self.message(buf, taken, rest, true);
         } else if verb.eq_ignore_ascii_case(b"SUB") {
-            let args = split_args(&rest);
+            let args = Args::split(rest);
             let (subject, queue, sid) = match args.as_slice() {
-                [s, id] => (s.clone(), None, id.clone()),
-                [s, q, id] => (s.clone(), Some(q.clone()), id.clone()),
+                [s, id] => (*s, None, *id),
+                [s, q, id] => (*s, Some(*q), *id),
                 _ => return Err(ParseError::Arguments(SUB_USAGE)),
             };
             Op::Sub {
@@ -159,15 +121,11 @@ impl Parser {
                 sid,
             }
         } else if verb.eq_ignore_ascii_case(b"UNSUB") {
-            let args = split_args(&rest);
-            match args.as_slice() {
-                [sid] => Op::Unsub {
-                    sid: sid.clone(),
-                    max: None,
-                },
+            match Args::split(rest).as_slice() {
+                [sid] => Op::Unsub { sid, max: None },
                 // An unparsable max means a plain unsubscribe, as nats-server treats it.
                 [sid, max] => Op::Unsub {
-                    sid: sid.clone(),
+                    sid,
                     max: parse_size(max).filter(|&m| m > 0).map(|m| m as u64),
                 },
                 _ => return Err(ParseError::Arguments(UNSUB_USAGE)),
@@ -177,32 +135,40 @@ impl Parser {
         } else if verb.eq_ignore_ascii_case(b"PONG") {
             Op::Pong
         } else if verb.eq_ignore_ascii_case(b"CONNECT") {
-            Op::Connect(trim(rest))
+            Op::Connect(rest.trim_ascii())
         } else if verb.eq_ignore_ascii_case(b"INFO") {
             Op::Info
         } else if verb.eq_ignore_ascii_case(b"+OK") {
             Op::Ok
         } else if verb.eq_ignore_ascii_case(b"-ERR") {
-            Op::Err(trim(rest))
+            Op::Err(rest.trim_ascii())
         } else {
             return Err(ParseError::UnknownOp);
         };
-        Ok(Some(op))
+        Ok(Some((op, taken)))
     }
 
-    fn pub_header(&mut self, rest: &Bytes, headers: bool) -> Result<(), ParseError> {
-        let args = split_args(rest);
+    /// A PUB/HPUB whose control line took `header` bytes of `buf`: the message once its payload
+    /// and `\r\n` are all there.
+    fn message<'a>(
+        &mut self,
+        buf: &'a [u8],
+        header: usize,
+        rest: &'a [u8],
+        headers: bool,
+    ) -> Result<Option<(Op<'a>, usize)>, ParseError> {
         let usage = if headers { HPUB_USAGE } else { PUB_USAGE };
         let bad = || ParseError::Arguments(usage);
-        let (subject, reply, sizes) = match (headers, args.as_slice()) {
-            (false, [s, n]) => (s, None, (None, n)),
-            (false, [s, r, n]) => (s, Some(r), (None, n)),
-            (true, [s, h, n]) => (s, None, (Some(h), n)),
-            (true, [s, r, h, n]) => (s, Some(r), (Some(h), n)),
+        let args = Args::split(rest);
+        let (subject, reply, header_len, total) = match (headers, args.as_slice()) {
+            (false, [s, n]) => (*s, None, None, *n),
+            (false, [s, r, n]) => (*s, Some(*r), None, *n),
+            (true, [s, h, n]) => (*s, None, Some(*h), *n),
+            (true, [s, r, h, n]) => (*s, Some(*r), Some(*h), *n),
             _ => return Err(bad()),
         };
-        let total = parse_size(sizes.1).ok_or_else(bad)?;
-        let header_len = match sizes.0 {
+        let total = parse_size(total).ok_or_else(bad)?;
+        let header_len = match header_len {
             Some(h) => parse_size(h).ok_or_else(bad)?,
             None => 0,
         };
@@ -212,14 +178,20 @@ impl Parser {
         if header_len > total {
             return Err(bad());
         }
-        self.pending = Some(PendingPayload {
-            subject: subject.clone(),
-            reply: reply.cloned(),
+        let body = &buf[header..];
+        if !payload_ready(body, total)? {
+            self.waiting_for = header + total + 2;
+            return Ok(None);
+        }
+        self.waiting_for = 0;
+        let op = Op::Pub {
+            subject,
+            reply,
             header_len,
-            total,
+            payload: &body[..total],
             headers,
-        });
-        Ok(())
+        };
+        Ok(Some((op, header + total + 2)))
     }
 }
 
@@ -254,36 +226,34 @@ fn check_partial_verb(buf: &[u8]) -> Result<(), ParseError> {
     }
 }
 
-fn split_args(rest: &Bytes) -> Vec<Bytes> {
-    let mut args = Vec::with_capacity(4);
-    let mut start = None;
-    for (i, &b) in rest.iter().enumerate() {
-        let space = b == b' ' || b == b'\t';
-        match (space, start) {
-            (false, None) => start = Some(i),
-            (true, Some(s)) => {
-                args.push(rest.slice(s..i));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        args.push(rest.slice(s..));
-    }
-    args
+/// A control line's arguments, split on runs of spaces and tabs without allocating.
+struct Args<'a> {
+    items: [&'a [u8]; MAX_ARGS],
+    len: usize,
 }
 
-fn trim(b: Bytes) -> Bytes {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    b.slice(start..end.max(start))
+impl<'a> Args<'a> {
+    fn split(rest: &'a [u8]) -> Self {
+        let mut args = Args {
+            items: [&[]; MAX_ARGS],
+            len: 0,
+        };
+        for arg in rest
+            .split(|&b| b == b' ' || b == b'\t')
+            .filter(|a| !a.is_empty())
+        {
+            if args.len == MAX_ARGS {
+                break;
+            }
+            args.items[args.len] = arg;
+            args.len += 1;
+        }
+        args
+    }
+
+    fn as_slice(&self) -> &[&'a [u8]] {
+        &self.items[..self.len]
+    }
 }
 
 /// A decimal size with no sign; `None` for anything else, including overflow.
@@ -301,22 +271,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse_all(input: &[u8]) -> Result<Vec<Op>, ParseError> {
+    fn parse_all(input: &[u8]) -> Result<Vec<Op<'_>>, ParseError> {
         let mut p = Parser::new(4096, 1 << 20);
-        let mut buf = BytesMut::from(input);
+        let mut at = 0;
         let mut ops = Vec::new();
-        while let Some(op) = p.next(&mut buf)? {
+        while let Some((op, n)) = p.parse(&input[at..])? {
             ops.push(op);
+            at += n;
         }
         Ok(ops)
     }
 
-    fn pub_op(subject: &str, reply: Option<&str>, payload: &str) -> Op {
+    fn pub_op<'a>(subject: &'a str, reply: Option<&'a str>, payload: &'a str) -> Op<'a> {
         Op::Pub {
-            subject: Bytes::copy_from_slice(subject.as_bytes()),
-            reply: reply.map(|r| Bytes::copy_from_slice(r.as_bytes())),
+            subject: subject.as_bytes(),
+            reply: reply.map(str::as_bytes),
             header_len: 0,
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            payload: payload.as_bytes(),
             headers: false,
         }
     }
@@ -329,16 +300,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ops.len(), 9);
-        assert_eq!(
-            ops[0],
-            Op::Connect(Bytes::from_static(b"{\"verbose\":false}"))
-        );
+        assert_eq!(ops[0], Op::Connect(&b"{\"verbose\":false}"[..]));
         assert_eq!(
             ops[2],
             Op::Sub {
-                subject: Bytes::from_static(b"foo"),
-                queue: Some(Bytes::from_static(b"q")),
-                sid: Bytes::from_static(b"2")
+                subject: &b"foo"[..],
+                queue: Some(&b"q"[..]),
+                sid: &b"2"[..]
             }
         );
         assert_eq!(ops[3], pub_op("foo", None, "hello"));
@@ -346,7 +314,7 @@ mod tests {
         assert_eq!(
             ops[5],
             Op::Unsub {
-                sid: Bytes::from_static(b"1"),
+                sid: &b"1"[..],
                 max: Some(3)
             }
         );
@@ -365,9 +333,9 @@ mod tests {
                 ..
             } => {
                 assert_eq!(*header_len, 12);
-                assert_eq!(&payload[..], b"NATS/1.0\r\n\r\nhi");
+                assert_eq!(*payload, b"NATS/1.0\r\n\r\nhi");
                 assert!(headers);
-                assert_eq!(reply.as_deref(), Some(&b"r"[..]));
+                assert_eq!(*reply, Some(&b"r"[..]));
             }
             other => panic!("{other:?}"),
         }
@@ -417,7 +385,7 @@ mod tests {
         assert_eq!(
             parse_all(b"UNSUB 1 x\r\n").unwrap()[0],
             Op::Unsub {
-                sid: Bytes::from_static(b"1"),
+                sid: &b"1"[..],
                 max: None
             }
         );
@@ -426,14 +394,17 @@ mod tests {
     #[test]
     fn payload_split_across_reads() {
         let mut p = Parser::new(4096, 1 << 20);
-        let mut buf = BytesMut::from(&b"PUB a 10\r\n01234"[..]);
-        assert_eq!(p.next(&mut buf), Ok(None));
+        let mut buf = b"PUB a 10\r\n01234".to_vec();
+        assert_eq!(p.parse(&buf), Ok(None));
         assert_eq!(p.bytes_wanted(buf.len()), 7);
         buf.extend_from_slice(b"56789\r");
-        assert_eq!(p.next(&mut buf), Ok(None));
+        assert_eq!(p.parse(&buf), Ok(None));
         buf.extend_from_slice(b"\n");
-        assert_eq!(p.next(&mut buf), Ok(Some(pub_op("a", None, "0123456789"))));
-        assert!(buf.is_empty());
+        assert_eq!(
+            p.parse(&buf),
+            Ok(Some((pub_op("a", None, "0123456789"), buf.len())))
+        );
+        assert_eq!(p.bytes_wanted(0), 0);
     }
 
     const STREAM: &[u8] = b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB a.* q 1\r\n\
@@ -448,14 +419,15 @@ mod tests {
             let mut cuts = cuts;
             cuts.sort();
             let mut p = Parser::new(4096, 1 << 20);
-            let mut buf = BytesMut::new();
+            // What has arrived, and how much of it the parser has taken.
+            let mut arrived = 0;
+            let mut at = 0;
             let mut ops = Vec::new();
-            let mut last = 0;
             for cut in cuts.into_iter().chain([STREAM.len()]) {
-                buf.extend_from_slice(&STREAM[last..cut]);
-                last = cut;
-                while let Some(op) = p.next(&mut buf).unwrap() {
+                arrived = arrived.max(cut);
+                while let Some((op, n)) = p.parse(&STREAM[at..arrived]).unwrap() {
                     ops.push(op);
+                    at += n;
                 }
             }
             prop_assert_eq!(ops, whole);
