@@ -76,6 +76,9 @@ struct Deliveries<'a> {
     publisher: u64,
     echo: bool,
     to_wake: &'a mut Vec<Arc<Client>>,
+    /// Whether any subscriber took the message (no-responders is about deliveries, not
+    /// matches: a requester's own echo-suppressed subscription does not answer it).
+    delivered: bool,
 }
 
 impl Deliveries<'_> {
@@ -88,16 +91,25 @@ impl Deliveries<'_> {
         }
         let claim = sub.claim();
         if claim == Claim::Skip {
+            self.server.remove_subscription(sub);
             return false;
         }
         let headers = target.headers();
         let len = msg.frame_len(sub.sid.len(), headers);
         let body = msg.payload.len();
-        match target.enqueue_msg(len, body, |b| msg.write(b, &sub.sid, headers)) {
-            Enqueued::Wake => self.to_wake.push(target.clone()),
-            Enqueued::Queued | Enqueued::Dropped => {}
-            Enqueued::SlowConsumer => self.server.note_slow_consumer(target),
-        }
+        let delivered = match target.enqueue_msg(len, body, |b| msg.write(b, &sub.sid, headers)) {
+            Enqueued::Wake => {
+                self.to_wake.push(target.clone());
+                true
+            }
+            Enqueued::Queued => true,
+            // A closing connection: a queue group must try another member.
+            Enqueued::Dropped => false,
+            Enqueued::SlowConsumer => {
+                self.server.note_slow_consumer(target);
+                false
+            }
+        };
         if claim == Claim::DeliverLast {
             debug!(
                 "cid:{} - Auto-unsubscribe limit reached for sid '{}'",
@@ -106,7 +118,8 @@ impl Deliveries<'_> {
             );
             self.server.remove_subscription(sub);
         }
-        true
+        self.delivered |= delivered;
+        delivered
     }
 }
 
@@ -141,6 +154,9 @@ pub async fn serve(
         tokio::select! {
             reason = conn.read_loop(&stream) => {
                 client.close(reason);
+                // Stop routing to it now, not after the flush: a queue group must not pick a
+                // member that will never deliver.
+                server.remove_subscriptions(&client);
                 // Flush what the client was told (an -ERR, say) before hanging up.
                 let _ = tokio::time::timeout(deadline, &mut writer).await;
                 reason
@@ -244,6 +260,8 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
+                    // Stale results may hold closed connections alive; a quiet moment to let go.
+                    self.cache.prune();
                     if self.pings_out >= self.server.config.ping_max {
                         self.send_err("Stale Connection");
                         self.end_batch();
@@ -327,7 +345,7 @@ impl Connection {
                 error!(
                     "{} - Client Error {}",
                     self.tag,
-                    String::from_utf8_lossy(&text)
+                    String::from_utf8_lossy(text)
                 );
                 return Err(CloseReason::ClientClosed);
             }
@@ -381,6 +399,11 @@ impl Connection {
             self.ok();
             return Ok(());
         }
+        if !subject::has_only_full_tokens(subject) {
+            // nats-server drops `a..b` silently when not pedantic; so do we.
+            self.ok();
+            return Ok(());
+        }
         self.in_msgs += 1;
         self.in_bytes += payload.len() as u64;
         let msg = Message {
@@ -404,6 +427,7 @@ impl Connection {
             publisher: self.client.id,
             echo: self.opts.echo,
             to_wake: &mut self.to_wake,
+            delivered: false,
         };
         for sub in &matches.plain {
             out.deliver(sub, msg);
@@ -417,7 +441,7 @@ impl Connection {
                 }
             }
         }
-        if matches.is_empty() && self.opts.no_responders {
+        if !out.delivered && self.opts.no_responders {
             if let Some(reply) = msg.reply {
                 self.no_responders(msg.subject, reply);
             }
@@ -515,12 +539,7 @@ impl Connection {
 
     /// Unregisters the connection and drops its subscriptions.
     fn finish(self, reason: CloseReason) {
-        let subs: Vec<Arc<Subscription>> = self.client.subs().drain().map(|(_, s)| s).collect();
-        for sub in &subs {
-            self.server
-                .sublist
-                .remove(&sub.subject, sub.queue.as_deref(), sub);
-        }
+        self.server.remove_subscriptions(&self.client);
         {
             // Other publishers' caches may hold this client a while; leave them nothing big.
             let mut out = self.client.outbound();

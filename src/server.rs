@@ -162,6 +162,15 @@ impl ServerState {
         }
     }
 
+    /// Takes every subscription of `client` out of the routing table.
+    pub fn remove_subscriptions(&self, client: &Client) {
+        // Take the map itself, not its entries, so its allocation goes too.
+        let subs = std::mem::take(&mut *client.subs());
+        for sub in subs.values() {
+            self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        }
+    }
+
     /// Forgets a closed connection, keeping its counters in the totals.
     pub fn unregister(&self, client: &Client) {
         if self.clients.remove(&client.id).is_some() {
@@ -346,11 +355,23 @@ async fn lame_duck(state: &Arc<ServerState>, stops: &mut mpsc::Receiver<Stop>) {
             c.close(CloseReason::ServerShutdown);
         }
     };
-    tokio::select! {
-        _ = closing => {}
-        stop = stops.recv() => if stop == Some(Stop::Shutdown) {
-            debug!("Shutdown requested during lame duck mode");
-        },
+    tokio::pin!(closing);
+    loop {
+        tokio::select! {
+            _ = &mut closing => return,
+            stop = stops.recv() => match stop {
+                Some(Stop::Shutdown) => {
+                    debug!("Shutdown requested during lame duck mode");
+                    return;
+                }
+                // Another lame-duck request, or nobody left to ask: carry on draining.
+                Some(Stop::LameDuck) => {}
+                None => {
+                    closing.as_mut().await;
+                    return;
+                }
+            },
+        }
     }
 }
 

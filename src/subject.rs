@@ -30,6 +30,15 @@ pub fn is_valid_publish(subject: &[u8]) -> bool {
         .all(|t| is_valid_token(t) && t != PWC && t != FWC)
 }
 
+/// Whether every token of `subject` is non-empty (no leading, trailing or doubled dot). Cheap
+/// enough for every message of a non-pedantic client.
+pub fn has_only_full_tokens(subject: &[u8]) -> bool {
+    !subject.is_empty()
+        && subject[0] != SEP
+        && subject[subject.len() - 1] != SEP
+        && !subject.windows(2).any(|w| w == [SEP, SEP])
+}
+
 /// Whether `subject` holds a `*` or `>` wildcard token.
 pub fn has_wildcard(subject: &[u8]) -> bool {
     subject.split(|&b| b == SEP).any(|t| t == PWC || t == FWC)
@@ -101,6 +110,15 @@ mod tests {
         assert!(is_valid_publish(b"a*b"));
         for bad in ["foo.*", "foo.>", "*", "", "a..b", "a."] {
             assert!(!is_valid_publish(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_tokens() {
+        assert!(has_only_full_tokens(b"a.b.c"));
+        assert!(has_only_full_tokens(b"a.*"));
+        for bad in ["", ".", "a.", ".a", "a..b"] {
+            assert!(!has_only_full_tokens(bad.as_bytes()), "{bad}");
         }
     }
 

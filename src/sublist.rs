@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::subject::{self, FWC, PWC, SEP};
 
-/// Subjects the table's shared cache remembers before it starts over.
-const SHARED_CACHE_MAX: usize = 4096;
+/// Subjects the table's shared cache remembers (nats-server's size too): a wildcard SUB/UNSUB
+/// scans them all under the write lock, so bigger is not better.
+const SHARED_CACHE_MAX: usize = 1024;
 /// Hash maps keyed by subject: foldhash is several times faster than SipHash on short keys,
 /// and its per-process random seed keeps some resistance to crafted collisions.
 type SubjectMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
@@ -270,8 +271,18 @@ impl<T> Sublist<T> {
             valid: AtomicBool::new(true),
         });
         if cache.len() >= SHARED_CACHE_MAX {
-            // Evicted results must go stale too: publishers' caches still point at them.
-            cache.drain().for_each(|(_, c)| c.invalidate());
+            // Evict a quarter (the map's order is as good as random), not everything, so busy
+            // subjects rarely all miss at once. Evicted results must go stale too: publishers'
+            // caches still point at them.
+            let mut evict = SHARED_CACHE_MAX / 4;
+            cache.retain(|_, c| {
+                if evict == 0 {
+                    return true;
+                }
+                evict -= 1;
+                c.invalidate();
+                false
+            });
         }
         cache.insert(subject.into(), found.clone());
         found
@@ -400,9 +411,13 @@ impl<T> MatchCache<T> {
         &self.last.as_ref().expect("set above").matches
     }
 
-    /// Forgets every cached result (an idle connection returning its memory).
-    pub fn clear(&mut self) {
-        *self = Self::default();
+    /// Drops stale results, which may be all that keeps closed connections in memory.
+    pub fn prune(&mut self) {
+        self.entries.retain(|_, c| c.is_valid());
+        if self.last.as_ref().is_some_and(|c| !c.is_valid()) {
+            self.last = None;
+            self.last_subject = Vec::new();
+        }
     }
 }
 

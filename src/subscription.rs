@@ -46,25 +46,33 @@ impl Subscription {
         }
     }
 
-    /// Limits the subscription to `max` messages in all (`UNSUB sid max`); true when that many
-    /// were delivered already, so it must go now.
+    /// Limits the subscription to `max` messages in all (`UNSUB sid max`), counting those
+    /// already delivered, as nats-server does; true when that many were delivered already,
+    /// so it must go now.
     pub fn set_max(&self, max: u64) -> bool {
         self.max.store(max, Ordering::Relaxed);
         self.delivered.load(Ordering::Relaxed) >= max
     }
 
-    /// Takes one delivery against the limit. Atomic, so concurrent publishers together
-    /// never deliver more than the limit.
+    /// Counts one delivery against the limit. Atomic, so concurrent publishers together never
+    /// deliver more than the limit. Every delivery is counted, limited or not, because a later
+    /// `UNSUB sid max` includes the messages already delivered.
     pub fn claim(&self) -> Claim {
+        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.max.load(Ordering::Relaxed);
         if max == 0 {
             return Claim::Deliver;
         }
-        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         match n.cmp(&max) {
             std::cmp::Ordering::Less => Claim::Deliver,
             std::cmp::Ordering::Equal => Claim::DeliverLast,
+            // Past the limit: a racing UNSUB lowered it. Remove now, or no claim ever would.
             std::cmp::Ordering::Greater => Claim::Skip,
         }
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 }

@@ -637,3 +637,82 @@ fn random_write_boundaries_do_not_change_the_transcript() {
         })
         .unwrap();
 }
+
+#[test]
+fn empty_token_publish_reaches_no_one_not_even_full_wildcards() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB a.> 1\r\nSUB > 2\r\n");
+    c.send(b"PUB a..b 1\r\nx\r\nPUB .a 1\r\nx\r\nPUB a. 1\r\nx\r\nPUB a.b 1\r\ny\r\n");
+    let got: Vec<_> = c.msgs_until_pong().into_iter().map(|m| m.payload).collect();
+    assert_eq!(got, vec![b"y".to_vec(), b"y".to_vec()]);
+}
+
+#[test]
+fn auto_unsubscribe_counts_messages_already_delivered() {
+    let server = Server::start();
+    let mut c = server.quiet_client();
+    c.send(b"SUB foo 1\r\nPUB foo 1\r\na\r\nPUB foo 1\r\nb\r\nPUB foo 1\r\nc\r\n");
+    assert_eq!(c.msgs_until_pong().len(), 3);
+    // Three delivered already, so a limit of 2 ends the subscription at once.
+    c.send(b"UNSUB 1 2\r\nPUB foo 1\r\nd\r\n");
+    assert!(c.msgs_until_pong().is_empty());
+    c.send(b"SUB bar 2\r\nPUB bar 1\r\na\r\nUNSUB 2 2\r\nPUB bar 1\r\nb\r\nPUB bar 1\r\nc\r\n");
+    let got: Vec<_> = c.msgs_until_pong().into_iter().map(|m| m.payload).collect();
+    assert_eq!(
+        got,
+        vec![b"a".to_vec(), b"b".to_vec()],
+        "one more after the UNSUB"
+    );
+}
+
+#[test]
+fn no_responders_counts_deliveries_not_matches() {
+    // The requester's own subscription matches, but echo is off: nobody answers.
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(
+        b"CONNECT {\"verbose\":false,\"echo\":false,\"headers\":true,\"no_responders\":true}\r\n",
+    );
+    c.send(b"SUB svc 1\r\nSUB _INBOX.r.* 2\r\nPUB svc _INBOX.r.1 0\r\n\r\n");
+    c.expect(b"HMSG _INBOX.r.1 2 35 35\r\nNATS/1.0 503\r\nNats-Subject: svc\r\n\r\n\r\n");
+}
+
+#[test]
+fn a_closing_queue_member_gets_no_more_of_the_group_s_messages() {
+    // Member B stops reading (its socket fills with 32 MB of another subject), then breaks the
+    // protocol. While the server still tries to flush B, the group's messages must all go to A.
+    const N: usize = 200;
+    let server = Server::start();
+    let mut a = server.quiet_client();
+    a.send(b"SUB work q 1\r\nPING\r\n");
+    a.expect(b"PONG\r\n");
+    let mut b = server.quiet_client();
+    b.send(b"SUB work q 1\r\nSUB fill 2\r\nPING\r\n");
+    b.expect(b"PONG\r\n");
+    let mut publisher = server.quiet_client();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut fill = Vec::new();
+    for _ in 0..512 {
+        fill.extend_from_slice(format!("PUB fill {}\r\n", chunk.len()).as_bytes());
+        fill.extend_from_slice(&chunk);
+        fill.extend_from_slice(b"\r\n");
+    }
+    fill.extend_from_slice(b"PING\r\n");
+    publisher.send(&fill);
+    publisher.expect(b"PONG\r\n");
+    b.send(b"BOGUS\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut work = Vec::new();
+    for i in 0..N {
+        work.extend_from_slice(format!("PUB work {}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+    }
+    work.extend_from_slice(b"PING\r\n");
+    publisher.send(&work);
+    publisher.expect(b"PONG\r\n");
+    assert_eq!(
+        a.msgs_until_pong().len(),
+        N,
+        "every message reached the live member"
+    );
+}
