@@ -4,7 +4,7 @@ CARGO ?= cargo
 VENV ?= .venv
 NATS_SERVER ?= $(VENV)/bin/nats-server
 
-.PHONY: run test compat fmt lint
+.PHONY: run test compat fmt lint bench
 
 ## run: build in release mode and run the server on 4222 with embedded defaults.
 run:
@@ -18,6 +18,15 @@ test:
 ## tests assert nats-server's behaviour and not just ours.
 compat: $(NATS_SERVER)
 	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation
+
+## bench: release build, then the side-by-side load benchmark against nats-server 2.15 (and
+## Debian's nats-server 2.9 when installed; installing it is attempted, never required).
+bench: $(NATS_SERVER)
+	-@test -x /usr/sbin/nats-server || test -x /usr/bin/nats-server || \
+		(apt-get update -qq && apt-get install -y -qq nats-server) >/dev/null 2>&1 || \
+		echo "bench: Debian nats-server 2.9 not available; comparing with 2.15 only"
+	$(CARGO) build --release
+	$(CARGO) bench --bench side_by_side -- --natter target/release/natter --nats-server $(NATS_SERVER) $(BENCH_ARGS)
 
 $(NATS_SERVER):
 	python3 -m venv $(VENV)
