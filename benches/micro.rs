@@ -28,7 +28,7 @@ fn parser(c: &mut Criterion) {
         ),
         (
             "hpub_16b",
-            b"HPUB foo.bar 22 38\r\nNATS/1.0\r\nA: b\r\n\r\n0123456789abcdef\r\n",
+            b"HPUB foo.bar 18 34\r\nNATS/1.0\r\nA: b\r\n\r\n0123456789abcdef\r\n",
         ),
     ] {
         let input = stream(op, 1000);

@@ -27,6 +27,8 @@ use crate::subscription::{Claim, Subscription};
 const READ_MIN: usize = 512;
 /// Largest read, reached only by clients that keep filling the buffer.
 const READ_MAX: usize = 64 * 1024;
+/// Longest a publisher pauses for one receiver that is far behind.
+const STALL_MAX: Duration = Duration::from_millis(10);
 /// Write buffers above this size are freed when the connection goes idle.
 const IDLE_KEEP: usize = 4 * 1024;
 
@@ -64,6 +66,8 @@ struct Connection {
     cache: MatchCache<Subscription>,
     /// Receivers given data during this read batch, woken when it ends.
     to_wake: Vec<Arc<Client>>,
+    /// A receiver this batch left far behind: the next read waits (briefly) for it.
+    stall_on: Option<Arc<Client>>,
     pings_out: u32,
     in_msgs: u64,
     in_bytes: u64,
@@ -76,6 +80,8 @@ struct Deliveries<'a> {
     publisher: u64,
     echo: bool,
     to_wake: &'a mut Vec<Arc<Client>>,
+    /// A receiver far behind, for the publisher to wait on after the batch.
+    stall_on: &'a mut Option<Arc<Client>>,
     /// Whether any subscriber took the message (no-responders is about deliveries, not
     /// matches: a requester's own echo-suppressed subscription does not answer it).
     delivered: bool,
@@ -98,11 +104,15 @@ impl Deliveries<'_> {
         let len = msg.frame_len(sub.sid.len(), headers);
         let body = msg.payload.len();
         let delivered = match target.enqueue_msg(len, body, |b| msg.write(b, &sub.sid, headers)) {
-            Enqueued::Wake => {
-                self.to_wake.push(target.clone());
+            Enqueued::Queued { wake, behind } => {
+                if wake {
+                    self.to_wake.push(target.clone());
+                }
+                if behind && self.stall_on.is_none() {
+                    *self.stall_on = Some(target.clone());
+                }
                 true
             }
-            Enqueued::Queued => true,
             // A closing connection: a queue group must try another member.
             Enqueued::Dropped => false,
             Enqueued::SlowConsumer => {
@@ -143,6 +153,7 @@ pub async fn serve(
         opts: Options::default(),
         cache: MatchCache::default(),
         to_wake: Vec::new(),
+        stall_on: None,
         pings_out: 0,
         in_msgs: 0,
         in_bytes: 0,
@@ -202,7 +213,10 @@ async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> 
             _ = client.killed() => return killed_reason(client),
         };
         match written {
-            Ok(Ok(())) => batch.clear(),
+            Ok(Ok(())) => {
+                batch.clear();
+                client.wrote();
+            }
             Ok(Err(_)) => return CloseReason::WriteError,
             Err(_) => return CloseReason::SlowConsumerWriteDeadline,
         }
@@ -253,6 +267,12 @@ impl Connection {
                     self.end_batch();
                     if let Err(reason) = result {
                         return reason;
+                    }
+                    if let Some(slow) = self.stall_on.take() {
+                        // Fast-producer stall, as nats-server does: stop reading this publisher
+                        // (TCP pushes back on it) until the receiver catches up, for a moment
+                        // at most. A receiver that stays behind becomes a slow consumer.
+                        let _ = tokio::time::timeout(STALL_MAX, slow.caught_up()).await;
                     }
                     if buf.is_empty() && read_size == READ_MIN {
                         // An idle connection keeps no read buffer.
@@ -427,6 +447,7 @@ impl Connection {
             publisher: self.client.id,
             echo: self.opts.echo,
             to_wake: &mut self.to_wake,
+            stall_on: &mut self.stall_on,
             delivered: false,
         };
         for sub in &matches.plain {
@@ -464,7 +485,11 @@ impl Connection {
             .chain(mine.groups.iter().flat_map(|g| g.members.iter()));
         for sub in own.filter(|s| s.client.id == self.client.id) {
             let len = msg.frame_len(sub.sid.len(), true);
-            if self.client.enqueue(len, |b| msg.write(b, &sub.sid, true)) == Enqueued::Wake {
+            if self
+                .client
+                .enqueue(len, |b| msg.write(b, &sub.sid, true))
+                .wake()
+            {
                 self.to_wake.push(self.client.clone());
             }
         }
@@ -518,7 +543,7 @@ impl Connection {
         if self
             .client
             .enqueue(frame.len(), |b| b.extend_from_slice(frame))
-            == Enqueued::Wake
+            .wake()
         {
             self.to_wake.push(self.client.clone());
         }
@@ -531,7 +556,7 @@ impl Connection {
         if self
             .client
             .enqueue(text.len() + 9, |b| encode::err(b, text))
-            == Enqueued::Wake
+            .wake()
         {
             self.to_wake.push(self.client.clone());
         }

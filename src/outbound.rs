@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 
 use crate::subscription::Subscription;
 
+/// The most a receiver may fall behind before publishers pause for it.
+const STALL_AT_MOST: usize = 8 * 1024 * 1024;
+
 /// Why a connection ended, in nats-server's words (as `/connz` and the logs show them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -63,14 +66,24 @@ impl CloseReason {
 /// What happened to a frame handed to [`Client::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Appended to an empty buffer: the writer must be woken.
-    Wake,
-    /// Appended behind data a wake is already on its way for.
-    Queued,
+    /// Appended.
+    Queued {
+        /// The buffer was empty: the writer must be woken.
+        wake: bool,
+        /// The receiver is far behind: the publisher should pause briefly (fast-producer stall).
+        behind: bool,
+    },
     /// Dropped: the connection is closing.
     Dropped,
     /// Dropped, and this frame made the connection a slow consumer: it is closing now.
     SlowConsumer,
+}
+
+impl Enqueued {
+    /// Whether the writer must be woken.
+    pub fn wake(self) -> bool {
+        matches!(self, Enqueued::Queued { wake: true, .. })
+    }
 }
 
 /// Bytes waiting to be written, and the connection's write-side state.
@@ -94,25 +107,37 @@ pub struct Client {
     /// The connection id (`cid`).
     pub id: u64,
     max_pending: usize,
+    /// Pending bytes beyond which publishers pause for this client; `usize::MAX` when
+    /// fast-producer stalls are off.
+    stall_at: usize,
     headers: AtomicBool,
     async_info: AtomicBool,
     out: Mutex<Outbound>,
     wake: Notify,
     kill: Notify,
+    drained: Notify,
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
 }
 
 impl Client {
-    /// A connection with id `id` that may queue up to `max_pending` bytes.
-    pub fn new(id: u64, max_pending: usize) -> Self {
+    /// A connection with id `id` that may queue up to `max_pending` bytes; publishers pause
+    /// briefly when it is half full (8 MiB at most: more buffering than the kernel's socket
+    /// buffers buys no throughput, only memory), if `stall` is on.
+    pub fn new(id: u64, max_pending: usize, stall: bool) -> Self {
         Client {
             id,
             max_pending,
+            stall_at: if stall {
+                (max_pending / 2).min(STALL_AT_MOST)
+            } else {
+                usize::MAX
+            },
             headers: AtomicBool::new(false),
             async_info: AtomicBool::new(false),
             out: Mutex::new(Outbound::default()),
             wake: Notify::new(),
             kill: Notify::new(),
+            drained: Notify::new(),
             subs: Mutex::new(HashMap::new()),
         }
     }
@@ -188,10 +213,9 @@ impl Client {
             out.out_msgs += 1;
             out.out_bytes += bytes as u64;
         }
-        if was_empty {
-            Enqueued::Wake
-        } else {
-            Enqueued::Queued
+        Enqueued::Queued {
+            wake: was_empty,
+            behind: pending + len > self.stall_at,
         }
     }
 
@@ -209,6 +233,29 @@ impl Client {
     /// Resolves when the writer has data to look at.
     pub async fn woken(&self) {
         self.wake.notified().await
+    }
+
+    /// Tells publishers paused for this client that a write completed.
+    pub fn wrote(&self) {
+        self.drained.notify_waiters();
+    }
+
+    /// Resolves once the client is no longer far behind (or is closing): what a paused
+    /// publisher waits for, under a time limit.
+    pub async fn caught_up(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a write completing in between is not missed.
+            notified.as_mut().enable();
+            {
+                let out = self.outbound();
+                if out.closing.is_some() || out.buf.len() + out.inflight <= self.stall_at {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Resolves when the connection must close at once, without flushing.

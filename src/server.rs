@@ -312,7 +312,12 @@ impl Server {
             ));
             return;
         }
-        let client = Arc::new(Client::new(id, state.config.max_pending as usize));
+        let config = &state.config;
+        let client = Arc::new(Client::new(
+            id,
+            config.max_pending as usize,
+            config.fast_producer_stall,
+        ));
         state.clients.insert(id, client.clone());
         tokio::spawn(client::serve(state, stream, addr, client));
     }
@@ -335,9 +340,7 @@ async fn lame_duck(state: &Arc<ServerState>, stops: &mut mpsc::Receiver<Stop>) {
     let clients = state.clients_snapshot();
     for c in clients.iter().filter(|c| c.async_info()) {
         let json = state.info_json(c.id, IpAddr::from([0, 0, 0, 0]));
-        if c.enqueue(json.len() + 8, |b| encode::info(b, &json))
-            != crate::outbound::Enqueued::Dropped
-        {
+        if c.enqueue(json.len() + 8, |b| encode::info(b, &json)).wake() {
             c.wake();
         }
     }

@@ -517,14 +517,19 @@ mod tests {
     #[test]
     fn shared_cache_eviction_marks_results_stale() {
         let s: Sublist<u32> = Sublist::new();
-        let first = s.lookup(b"s.0");
-        for i in 1..=SHARED_CACHE_MAX {
-            s.lookup(format!("s.{i}").as_bytes());
+        let results: Vec<_> = (0..=SHARED_CACHE_MAX)
+            .map(|i| s.lookup(format!("s.{i}").as_bytes()))
+            .collect();
+        let cache = s.cache.lock().unwrap();
+        assert!(cache.len() < SHARED_CACHE_MAX, "part was evicted");
+        assert!(cache.len() > SHARED_CACHE_MAX / 2, "only part was evicted");
+        for (i, r) in results.iter().enumerate() {
+            let kept = cache
+                .get(format!("s.{i}").as_bytes())
+                .is_some_and(|c| Arc::ptr_eq(c, r));
+            // An evicted result can no longer be invalidated by SUB/UNSUB, so it must be stale.
+            assert_eq!(r.is_valid(), kept, "s.{i}");
         }
-        assert!(
-            !first.is_valid(),
-            "an evicted result can no longer be invalidated, so it is stale"
-        );
     }
 
     fn token() -> impl Strategy<Value = String> {

@@ -247,3 +247,59 @@ fn slow_consumer_is_dropped_without_stalling_others() {
         "slow consumer received everything ({got} bytes) instead of being dropped"
     );
 }
+
+/// Floods `MB` megabytes at a subscriber that reads steadily but slower than the publisher can
+/// send, with a small max_pending; returns how many bytes the subscriber got before the server
+/// closed it or everything arrived.
+fn flood_a_steady_reader(config: &str, megabytes: usize) -> (usize, usize) {
+    const PAYLOAD: usize = 1024;
+    let server = Server::with_config(config);
+    let mut sub = server.quiet_client();
+    sub.send(b"SUB flood 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    let frame = format!("MSG flood 1 {PAYLOAD}\r\n").len() + PAYLOAD + 2;
+    let total = megabytes * 1024 * 1024 / PAYLOAD;
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < total * frame {
+            let Some(chunk) = sub.try_take_bytes(Duration::from_secs(3)) else {
+                break; // closed (a slow consumer), or nothing more is coming
+            };
+            got += chunk.len();
+            // About 16 MB/s: steady, but slower than the publisher.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        got
+    });
+    let mut publisher = server.quiet_client();
+    let mut batch = Vec::new();
+    for _ in 0..64 {
+        batch.extend_from_slice(format!("PUB flood {PAYLOAD}\r\n").as_bytes());
+        batch.extend_from_slice(&[b'x'; PAYLOAD]);
+        batch.extend_from_slice(b"\r\n");
+    }
+    for _ in 0..total / 64 {
+        if !publisher.try_send(&batch) {
+            break;
+        }
+    }
+    (reader.join().unwrap(), total * frame)
+}
+
+#[test]
+fn fast_producer_stall_keeps_a_steady_reader_connected() {
+    // nats-server pauses a publisher whose receiver falls far behind instead of dropping the
+    // receiver at once; natter does the same.
+    let (got, want) = flood_a_steady_reader("max_pending: 1MB\nmax_payload: 64KB\n", 24);
+    assert_eq!(got, want, "every byte arrived, no slow-consumer drop");
+}
+
+#[test]
+fn no_fast_producer_stall_drops_the_reader_instead() {
+    let config = "max_pending: 1MB\nmax_payload: 64KB\nno_fast_producer_stall: true\n";
+    let (got, want) = flood_a_steady_reader(config, 24);
+    assert!(
+        got < want,
+        "dropped as a slow consumer: got {got} of {want} bytes"
+    );
+}

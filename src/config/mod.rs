@@ -25,6 +25,9 @@ pub struct Config {
     pub max_payload: u32,
     /// Bytes a connection may have queued for writing before it is a slow consumer.
     pub max_pending: u64,
+    /// Pause a publisher briefly when a receiver is far behind, rather than dropping the
+    /// receiver at once (`no_fast_producer_stall: true` turns this off).
+    pub fast_producer_stall: bool,
     /// Most client connections accepted at once.
     pub max_connections: usize,
     /// Most subscriptions one connection may hold; 0 is unlimited.
@@ -88,6 +91,7 @@ impl Default for Config {
             server_name: None,
             max_payload: 1024 * 1024,
             max_pending: 64 * 1024 * 1024,
+            fast_producer_stall: true,
             max_connections: 64 * 1024,
             max_subscriptions: 0,
             max_control_line: 4096,

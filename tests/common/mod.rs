@@ -326,6 +326,14 @@ impl Client {
         std::mem::take(&mut self.buf)
     }
 
+    /// Like [`Client::take_bytes`], but `None` on EOF, error or timeout instead of a panic.
+    pub fn try_take_bytes(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        if self.buf.is_empty() && !matches!(self.fill(Instant::now() + timeout), Ok(true)) {
+            return None;
+        }
+        Some(std::mem::take(&mut self.buf))
+    }
+
     /// Read one `\r\n`-terminated line (returned without the terminator).
     pub fn read_line(&mut self) -> String {
         let deadline = Instant::now() + TIMEOUT;
