@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, enabled, error, info, trace, Level};
 
-use crate::outbound::{Client, CloseReason, Enqueued};
+use crate::outbound::{Client, ClientMeta, CloseReason, Enqueued};
 use crate::proto::encode::{self, Message};
 use crate::proto::{ConnectOptions, Op, ParseError, Parser};
 use crate::server::ServerState;
@@ -27,6 +27,8 @@ use crate::subscription::{Claim, Subscription};
 const READ_MIN: usize = 512;
 /// Largest read, reached only by clients that keep filling the buffer.
 const READ_MAX: usize = 64 * 1024;
+/// When the first server PING goes out, at the latest.
+const FIRST_PING: Duration = Duration::from_secs(2);
 /// Longest a publisher pauses for one receiver that is far behind.
 const STALL_MAX: Duration = Duration::from_millis(10);
 /// Write buffers above this size are freed when the connection goes idle.
@@ -69,6 +71,8 @@ struct Connection {
     /// A receiver this batch left far behind: the next read waits (briefly) for it.
     stall_on: Option<Arc<Client>>,
     pings_out: u32,
+    /// When the oldest unanswered server PING went out, to measure the round trip.
+    ping_sent: Option<std::time::Instant>,
     in_msgs: u64,
     in_bytes: u64,
 }
@@ -155,6 +159,7 @@ pub async fn serve(
         to_wake: Vec::new(),
         stall_on: None,
         pings_out: 0,
+        ping_sent: None,
         in_msgs: 0,
         in_bytes: 0,
     };
@@ -209,14 +214,11 @@ async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> 
             }
         }
         let written = tokio::select! {
-            r = tokio::time::timeout(deadline, write_all(stream, &batch)) => r,
+            r = tokio::time::timeout(deadline, write_all(client, stream, &batch)) => r,
             _ = client.killed() => return killed_reason(client),
         };
         match written {
-            Ok(Ok(())) => {
-                batch.clear();
-                client.wrote();
-            }
+            Ok(Ok(())) => batch.clear(),
             Ok(Err(_)) => return CloseReason::WriteError,
             Err(_) => return CloseReason::SlowConsumerWriteDeadline,
         }
@@ -230,10 +232,16 @@ fn killed_reason(client: &Client) -> CloseReason {
         .unwrap_or(CloseReason::SlowConsumerPendingBytes)
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Writes all of `data`, telling `client` after every syscall how much left its pending count:
+/// the peer may read those bytes and publish again before this task runs on, and its next
+/// message must not find them still counted against max_pending.
+async fn write_all(client: &Client, stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match stream.try_write(data) {
-            Ok(n) => data = &data[n..],
+            Ok(n) => {
+                client.written(n);
+                data = &data[n..];
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
             Err(e) => return Err(e),
         }
@@ -244,7 +252,10 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 impl Connection {
     async fn read_loop(&mut self, stream: &TcpStream) -> CloseReason {
         let config = &self.server.config;
-        let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        // The first PING goes out early, as nats-server's does: it measures the round trip
+        // for monitoring and finds dead peers soon after they connect.
+        let first = config.ping_interval.min(FIRST_PING);
+        let mut ping = interval_at(Instant::now() + first, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buf = BytesMut::new();
         let mut read_size = READ_MIN;
@@ -263,6 +274,7 @@ impl Connection {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return CloseReason::ReadError,
                     }
+                    self.client.touch();
                     let result = self.process(&mut buf);
                     self.end_batch();
                     if let Err(reason) = result {
@@ -286,9 +298,11 @@ impl Connection {
                         self.send_err("Stale Connection");
                         self.end_batch();
                         debug!("{} - Stale Client Connection - Closing", self.tag);
+                        self.server.note_stale_connection();
                         return CloseReason::StaleConnection;
                     }
                     self.pings_out += 1;
+                    self.ping_sent.get_or_insert_with(std::time::Instant::now);
                     self.send(encode::PING);
                     self.end_batch();
                 }
@@ -330,6 +344,7 @@ impl Connection {
         }
         if self.in_msgs > 0 {
             self.server.count_in(self.in_msgs, self.in_bytes);
+            self.client.count_in(self.in_msgs, self.in_bytes);
             self.in_msgs = 0;
             self.in_bytes = 0;
         }
@@ -358,7 +373,12 @@ impl Connection {
                 // Answering promptly matters more than batching: clients PING to flush.
                 self.end_batch();
             }
-            Op::Pong => self.pings_out = 0,
+            Op::Pong => {
+                self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    self.client.set_rtt(sent.elapsed());
+                }
+            }
             Op::Connect(json) => self.connect(json)?,
             Op::Info | Op::Ok => {}
             Op::Err(text) => {
@@ -394,6 +414,11 @@ impl Connection {
             return Err(CloseReason::NoRespondersRequiresHeaders);
         }
         self.client.set_headers(o.headers);
+        self.client.set_meta(ClientMeta {
+            name: parsed.name.unwrap_or_default(),
+            lang: parsed.lang.unwrap_or_default(),
+            version: parsed.version.unwrap_or_default(),
+        });
         if let Some(protocol) = parsed.protocol {
             self.client.set_async_info(protocol >= 1);
         }

@@ -2,12 +2,14 @@
 //!
 //! The core speaks the NATS client protocol: [`proto`] parses and encodes it, [`sublist`]
 //! routes subjects to [`subscription`]s, [`client`] runs one connection and [`outbound`] is
-//! the part of it other connections write to, [`server`] owns the listener and shared state.
+//! the part of it other connections write to, [`server`] owns the listener and shared state, and
+//! [`monitor`] answers nats-server's HTTP monitoring endpoints.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
 pub mod log;
+pub mod monitor;
 pub mod outbound;
 pub mod proto;
 pub mod server;

@@ -6,8 +6,10 @@
 //! memcpy, never across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -101,11 +103,81 @@ pub struct Outbound {
     pub out_bytes: u64,
 }
 
+/// What a client said about itself in CONNECT, for monitoring.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    /// Connection name.
+    pub name: String,
+    /// Client library language.
+    pub lang: String,
+    /// Client library version.
+    pub version: String,
+}
+
+/// One connection as `/connz` shows it.
+#[derive(Debug, Clone)]
+pub struct ClientSnapshot {
+    /// Connection id.
+    pub cid: u64,
+    /// Peer address.
+    pub ip: std::net::IpAddr,
+    /// Peer port.
+    pub port: u16,
+    /// When the connection was accepted.
+    pub start: SystemTime,
+    /// When the client last sent something.
+    pub last_activity: SystemTime,
+    /// Round-trip time of the last server PING, once one was answered.
+    pub rtt: Option<Duration>,
+    /// Bytes queued and not yet written.
+    pub pending_bytes: usize,
+    /// Messages received from the client.
+    pub in_msgs: u64,
+    /// Payload bytes received from the client.
+    pub in_bytes: u64,
+    /// Messages queued to the client.
+    pub out_msgs: u64,
+    /// Payload bytes queued to the client.
+    pub out_bytes: u64,
+    /// Connection name from CONNECT.
+    pub name: String,
+    /// Client language from CONNECT.
+    pub lang: String,
+    /// Client version from CONNECT.
+    pub version: String,
+    /// The client's subscriptions.
+    pub subscriptions: Vec<SubSnapshot>,
+}
+
+/// One subscription as `/connz?subs=detail` shows it.
+#[derive(Debug, Clone)]
+pub struct SubSnapshot {
+    /// Subject or pattern.
+    pub subject: String,
+    /// Queue group.
+    pub queue: Option<String>,
+    /// Subscription id.
+    pub sid: String,
+    /// Messages delivered.
+    pub msgs: u64,
+}
+
 /// One connection as the rest of the server sees it.
 #[derive(Debug)]
 pub struct Client {
     /// The connection id (`cid`).
     pub id: u64,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// When the connection was accepted.
+    pub start: SystemTime,
+    meta: Mutex<ClientMeta>,
+    in_msgs: AtomicU64,
+    in_bytes: AtomicU64,
+    /// Nanoseconds since the Unix epoch; updated once per read batch.
+    last_activity: AtomicU64,
+    /// Nanoseconds; 0 until a PING was answered.
+    rtt: AtomicU64,
     max_pending: usize,
     /// Pending bytes beyond which publishers pause for this client; `usize::MAX` when
     /// fast-producer stalls are off.
@@ -123,9 +195,17 @@ impl Client {
     /// A connection with id `id` that may queue up to `max_pending` bytes; publishers pause
     /// briefly when it is half full (8 MiB at most: more buffering than the kernel's socket
     /// buffers buys no throughput, only memory), if `stall` is on.
-    pub fn new(id: u64, max_pending: usize, stall: bool) -> Self {
+    pub fn new(id: u64, addr: SocketAddr, max_pending: usize, stall: bool) -> Self {
+        let start = SystemTime::now();
         Client {
             id,
+            addr,
+            start,
+            meta: Mutex::new(ClientMeta::default()),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            last_activity: AtomicU64::new(unix_nanos(start)),
+            rtt: AtomicU64::new(0),
             max_pending,
             stall_at: if stall {
                 (max_pending / 2).min(STALL_AT_MOST)
@@ -150,6 +230,69 @@ impl Client {
     /// Records whether the client accepts `HMSG`.
     pub fn set_headers(&self, on: bool) {
         self.headers.store(on, Ordering::Relaxed);
+    }
+
+    /// Records what the client said about itself in CONNECT.
+    pub fn set_meta(&self, meta: ClientMeta) {
+        *self.meta.lock().unwrap_or_else(|e| e.into_inner()) = meta;
+    }
+
+    /// Adds one read batch's inbound counts and marks the client active now.
+    pub fn count_in(&self, msgs: u64, bytes: u64) {
+        self.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+        self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Marks the client active now.
+    pub fn touch(&self) {
+        self.last_activity
+            .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Records the round-trip time of a PING the client answered.
+    pub fn set_rtt(&self, rtt: Duration) {
+        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.rtt.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The connection as monitoring shows it.
+    pub fn snapshot(&self) -> ClientSnapshot {
+        let meta = self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (pending_bytes, out_msgs, out_bytes) = {
+            let out = self.outbound();
+            (out.buf.len() + out.inflight, out.out_msgs, out.out_bytes)
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut subscriptions: Vec<SubSnapshot> = self
+            .subs()
+            .values()
+            .map(|s| SubSnapshot {
+                subject: text(&s.subject),
+                queue: s.queue.as_deref().map(text),
+                sid: text(&s.sid),
+                msgs: s.delivered(),
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.sid.cmp(&b.sid));
+        let rtt = self.rtt.load(Ordering::Relaxed);
+        ClientSnapshot {
+            cid: self.id,
+            ip: self.addr.ip(),
+            port: self.addr.port(),
+            start: self.start,
+            last_activity: UNIX_EPOCH
+                + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed)),
+            rtt: (rtt > 0).then(|| Duration::from_nanos(rtt)),
+            pending_bytes,
+            in_msgs: self.in_msgs.load(Ordering::Relaxed),
+            in_bytes: self.in_bytes.load(Ordering::Relaxed),
+            out_msgs,
+            out_bytes,
+            name: meta.name,
+            lang: meta.lang,
+            version: meta.version,
+            subscriptions,
+        }
     }
 
     /// Whether the client takes INFO after the first (CONNECT `protocol` 1 or more); older
@@ -235,8 +378,13 @@ impl Client {
         self.wake.notified().await
     }
 
-    /// Tells publishers paused for this client that a write completed.
-    pub fn wrote(&self) {
+    /// Takes `n` written bytes off the pending count, and tells publishers paused for this
+    /// client.
+    pub fn written(&self, n: usize) {
+        {
+            let mut out = self.outbound();
+            out.inflight = out.inflight.saturating_sub(n);
+        }
         self.drained.notify_waiters();
     }
 
@@ -262,4 +410,9 @@ impl Client {
     pub async fn killed(&self) {
         self.kill.notified().await
     }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

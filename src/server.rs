@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::client;
 use crate::config::Config;
-use crate::outbound::{Client, CloseReason};
+use crate::outbound::{Client, ClientSnapshot, CloseReason};
 use crate::proto::encode;
 use crate::sublist::Sublist;
 use crate::subscription::Subscription;
@@ -57,7 +57,11 @@ pub struct ServerState {
     pub clients: DashMap<u64, Arc<Client>>,
     /// When the server started.
     pub started: Instant,
+    /// When the server started, as wall-clock time (for monitoring).
+    pub started_at: SystemTime,
     next_cid: AtomicU64,
+    total_connections: AtomicU64,
+    stale_connections: AtomicU64,
     in_msgs: AtomicU64,
     in_bytes: AtomicU64,
     closed_out_msgs: AtomicU64,
@@ -79,6 +83,10 @@ pub struct Totals {
     pub out_bytes: u64,
     /// Connections closed as slow consumers.
     pub slow_consumers: u64,
+    /// Connections accepted since start.
+    pub total_connections: u64,
+    /// Connections closed for not answering PINGs.
+    pub stale_connections: u64,
 }
 
 #[derive(Serialize)]
@@ -109,7 +117,10 @@ impl ServerState {
             sublist: Sublist::new(),
             clients: DashMap::new(),
             started: Instant::now(),
+            started_at: SystemTime::now(),
             next_cid: AtomicU64::new(1),
+            total_connections: AtomicU64::new(0),
+            stale_connections: AtomicU64::new(0),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             closed_out_msgs: AtomicU64::new(0),
@@ -190,6 +201,8 @@ impl ServerState {
             out_msgs: self.closed_out_msgs.load(Ordering::Relaxed),
             out_bytes: self.closed_out_bytes.load(Ordering::Relaxed),
             slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+            total_connections: self.total_connections.load(Ordering::Relaxed),
+            stale_connections: self.stale_connections.load(Ordering::Relaxed),
         };
         for c in self.clients.iter() {
             let out = c.outbound();
@@ -197,6 +210,22 @@ impl ServerState {
             t.out_bytes += out.out_bytes;
         }
         t
+    }
+
+    /// Counts a connection closed as stale.
+    pub fn note_stale_connection(&self) {
+        self.stale_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every open connection as monitoring shows it, by connection id.
+    pub fn client_snapshots(&self) -> Vec<ClientSnapshot> {
+        let mut all: Vec<ClientSnapshot> = self
+            .clients_snapshot()
+            .iter()
+            .map(|c| c.snapshot())
+            .collect();
+        all.sort_by_key(|c| c.cid);
+        all
     }
 
     fn clients_snapshot(&self) -> Vec<Arc<Client>> {
@@ -209,6 +238,7 @@ pub struct Server {
     state: Arc<ServerState>,
     listener: TcpListener,
     ports_file: Option<PathBuf>,
+    monitor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -228,8 +258,23 @@ impl Server {
         if let Some(pid_file) = &state.config.pid_file {
             std::fs::write(pid_file, std::process::id().to_string())?;
         }
+        let (monitoring, monitor) = match state.config.http_port {
+            Some(port) => {
+                let host = state.config.monitor_host();
+                let http = TcpListener::bind((host, port)).await?;
+                let port = http.local_addr()?.port();
+                info!("Starting http monitor on {}", display_addr(host, port));
+                let task = tokio::spawn(crate::monitor::serve(http, state.clone()));
+                (Some((host, port)), Some(task))
+            }
+            None => (None, None),
+        };
         let ports_file = match &state.config.ports_file_dir {
-            Some(dir) => Some(write_ports_file(dir, &state.config.host, addr.port())?),
+            Some(dir) => Some(write_ports_file(
+                dir,
+                (&state.config.host, addr.port()),
+                monitoring,
+            )?),
             None => None,
         };
         info!(
@@ -241,6 +286,7 @@ impl Server {
             state,
             listener,
             ports_file,
+            monitor,
         })
     }
 
@@ -275,6 +321,7 @@ impl Server {
             state,
             listener,
             ports_file,
+            monitor,
         } = self;
         drop(listener);
         if stop == Stop::LameDuck {
@@ -293,6 +340,9 @@ impl Server {
         }
         if let Some(path) = &state.config.pid_file {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(task) = monitor {
+            task.abort();
         }
         info!("Server Exiting..");
         Ok(())
@@ -313,8 +363,10 @@ impl Server {
             return;
         }
         let config = &state.config;
+        state.total_connections.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client::new(
             id,
+            addr,
             config.max_pending as usize,
             config.fast_producer_stall,
         ));
@@ -409,21 +461,32 @@ async fn forward_signals(tx: mpsc::Sender<Stop>) -> io::Result<()> {
     }
 }
 
-/// `<dir>/<executable>_<pid>.ports` holding `{"nats":["nats://host:port"]}`, as nats-server
-/// writes it for test harnesses that start it on a random port.
-fn write_ports_file(dir: &std::path::Path, host: &str, port: u16) -> io::Result<PathBuf> {
+/// `<dir>/<executable>_<pid>.ports` holding `{"nats":["nats://host:port"]}` (and
+/// `"monitoring":["http://host:port"]` when monitoring is on), as nats-server writes it for
+/// test harnesses that start it on random ports.
+fn write_ports_file(
+    dir: &std::path::Path,
+    (host, port): (&str, u16),
+    monitoring: Option<(&str, u16)>,
+) -> io::Result<PathBuf> {
     let exe = std::env::args_os()
         .next()
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "natter".into());
     let path = dir.join(format!("{exe}_{}.ports", std::process::id()));
-    let host = match host {
-        "0.0.0.0" | "" => "127.0.0.1",
-        "::" => "[::1]",
-        h => h,
+    let reachable = |host: &str, port: u16| {
+        let host = match host {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "::" => "[::1]",
+            h => h,
+        };
+        display_addr(host, port)
     };
-    let json = serde_json::json!({ "nats": [format!("nats://{}", display_addr(host, port))] });
+    let mut json = serde_json::json!({ "nats": [format!("nats://{}", reachable(host, port))] });
+    if let Some((host, port)) = monitoring {
+        json["monitoring"] = serde_json::json!([format!("http://{}", reachable(host, port))]);
+    }
     std::fs::write(&path, json.to_string())?;
     Ok(path)
 }

@@ -7,7 +7,7 @@
 //! costs a hash lookup and one atomic load, with no lock shared with other publishers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::subject::{self, FWC, PWC, SEP};
@@ -29,6 +29,32 @@ pub struct Sublist<T> {
     /// Lock order: `root` before `cache`, always.
     cache: Mutex<SubjectMap<Arc<Cached<T>>>>,
     count: AtomicUsize,
+    inserts: AtomicU64,
+    removes: AtomicU64,
+    lookups: AtomicU64,
+    hits: AtomicU64,
+}
+
+/// Counters for `/subsz`. Lookups are those that reached the table: publishers' own caches
+/// answer most repeats before that, and are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SublistStats {
+    /// Subscriptions in the table.
+    pub count: usize,
+    /// Subjects in the shared cache.
+    pub cache_entries: usize,
+    /// Subscriptions ever added.
+    pub inserts: u64,
+    /// Subscriptions ever removed.
+    pub removes: u64,
+    /// Lookups that reached the table.
+    pub matches: u64,
+    /// Of those, answered from the shared cache.
+    pub cache_hits: u64,
+    /// Most subscribers (plain plus one per queue group) behind one cached subject.
+    pub max_fanout: usize,
+    /// Average of the same over the cached subjects.
+    pub avg_fanout: f64,
 }
 
 /// A match result shared by every cache that looked the subject up, until a SUB/UNSUB that
@@ -202,6 +228,10 @@ impl<T> Default for Sublist<T> {
             root: RwLock::new(Level::default()),
             cache: Mutex::new(SubjectMap::default()),
             count: AtomicUsize::new(0),
+            inserts: AtomicU64::new(0),
+            removes: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
         }
     }
 }
@@ -236,6 +266,7 @@ impl<T> Sublist<T> {
             level = node.next.get_or_insert_with(Default::default);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.inserts.fetch_add(1, Ordering::Relaxed);
         self.invalidate(subject);
     }
 
@@ -246,6 +277,7 @@ impl<T> Sublist<T> {
         let removed = remove_at(&mut root, &tokens, queue, item);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.removes.fetch_add(1, Ordering::Relaxed);
             self.invalidate(subject);
         }
         removed
@@ -263,7 +295,9 @@ impl<T> Sublist<T> {
         // write lock) cannot slip between computing it and caching it unseen.
         let root = self.root.read().unwrap_or_else(|e| e.into_inner());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         if let Some(found) = cache.get(subject).filter(|c| c.is_valid()) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return found.clone();
         }
         let found = Arc::new(Cached {
@@ -286,6 +320,29 @@ impl<T> Sublist<T> {
         }
         cache.insert(subject.into(), found.clone());
         found
+    }
+
+    /// Counters for monitoring.
+    pub fn stats(&self) -> SublistStats {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let fanouts: Vec<usize> = cache
+            .values()
+            .map(|c| c.matches.plain.len() + c.matches.groups.len())
+            .collect();
+        SublistStats {
+            count: self.count(),
+            cache_entries: cache.len(),
+            inserts: self.inserts.load(Ordering::Relaxed),
+            removes: self.removes.load(Ordering::Relaxed),
+            matches: self.lookups.load(Ordering::Relaxed),
+            cache_hits: self.hits.load(Ordering::Relaxed),
+            max_fanout: fanouts.iter().copied().max().unwrap_or(0),
+            avg_fanout: if fanouts.is_empty() {
+                0.0
+            } else {
+                fanouts.iter().sum::<usize>() as f64 / fanouts.len() as f64
+            },
+        }
     }
 
     /// How many subscriptions the table holds.
@@ -497,6 +554,26 @@ mod tests {
         assert!(cache.get(&s, b"x").is_empty());
         s.insert(b"*", None, a.clone());
         assert_eq!(cache.get(&s, b"x").plain.len(), 1, "wildcard invalidates");
+    }
+
+    #[test]
+    fn stats_count_what_happened() {
+        let s = Sublist::new();
+        let a = Arc::new(1u32);
+        s.insert(b"a", None, a.clone());
+        s.insert(b"*", Some(b"q"), Arc::new(2));
+        s.lookup(b"a");
+        s.lookup(b"a");
+        s.remove(b"a", None, &a);
+        let st = s.stats();
+        assert_eq!((st.count, st.inserts, st.removes), (1, 2, 1));
+        assert_eq!((st.matches, st.cache_hits), (2, 1));
+        assert_eq!(
+            st.cache_entries, 0,
+            "the remove made the cached result stale"
+        );
+        s.lookup(b"b");
+        assert_eq!((s.stats().max_fanout, s.stats().avg_fanout), (1, 1.0));
     }
 
     #[test]

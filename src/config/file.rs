@@ -45,9 +45,7 @@ const NOT_SUPPORTED: &[&str] = &[
     "default_js_domain",
     "disable_sublist_cache",
     "gateway",
-    "http",
     "http_base_path",
-    "http_port",
     "https",
     "https_port",
     "jetstream",
@@ -61,7 +59,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "maps",
     "max_closed_clients",
     "max_traced_msg_len",
-    "monitor_port",
     "mqtt",
     "no_auth_user",
     "no_header_support",
@@ -160,7 +157,21 @@ fn apply_entry(e: &Entry, c: &mut Config, warnings: &mut Vec<Warning>) -> Result
     match e.key.to_ascii_lowercase().as_str() {
         "port" => c.port = port(e, int(e)?)?,
         "host" | "net" => c.host = string(e)?.to_string(),
-        "listen" => listen(e, c)?,
+        "listen" => {
+            let (host, n) = host_port(e)?;
+            c.port = port(e, n)?;
+            if let Some(host) = host {
+                c.host = host;
+            }
+        }
+        "http_port" | "monitor_port" => c.http_port = http_port(e, int(e)?)?,
+        "http" => {
+            let (host, n) = host_port(e)?;
+            c.http_port = http_port(e, n)?;
+            if let Some(host) = host {
+                c.http_host = Some(host);
+            }
+        }
         "server_name" => {
             let name = string(e)?;
             if name.contains(' ') {
@@ -307,12 +318,11 @@ fn port(e: &Entry, n: i64) -> Result<u16, ConfigError> {
 }
 
 /// `listen`: `host:port`, `[v6]:port`, `:port`, or a bare port number.
-fn listen(e: &Entry, c: &mut Config) -> Result<(), ConfigError> {
+/// A `listen`-style address: a bare port, or `host:port` (`:port`, `[v6]:port`); the host is
+/// `None` for a bare port and `0.0.0.0` for `:port`.
+fn host_port(e: &Entry) -> Result<(Option<String>, i64), ConfigError> {
     let text = match &e.item.value {
-        Value::Int(n) => {
-            c.port = port(e, *n)?;
-            return Ok(());
-        }
+        Value::Int(n) => return Ok((None, *n)),
         Value::String(s) => s,
         _ => return Err(expected(e, "a port or host:port")),
     };
@@ -326,9 +336,16 @@ fn listen(e: &Entry, c: &mut Config) -> Result<(), ConfigError> {
     let n = port_text
         .parse::<i64>()
         .map_err(|_| fail(e, format!("could not parse port {port_text:?}")))?;
-    c.port = port(e, n)?;
-    c.host = if host.is_empty() { "0.0.0.0" } else { host }.to_string();
-    Ok(())
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((Some(host.to_string()), n))
+}
+
+/// The monitoring port: -1 random, 0 off, else the port.
+fn http_port(e: &Entry, n: i64) -> Result<Option<u16>, ConfigError> {
+    if !(-1..=65535).contains(&n) {
+        return Err(fail(e, format!("port must be -1 to 65535, got {n}")));
+    }
+    Ok(crate::config::monitor_port(n))
 }
 
 /// A duration string as Go's `time.ParseDuration` reads it (`"2m"`, `"1m30s"`, `"1.5s"`,
@@ -526,6 +543,17 @@ mod tests {
             error("port: \"4222\""),
             "/etc/natter.conf:1:1: port: expected an integer, got \"4222\""
         );
+    }
+
+    #[test]
+    fn monitoring_port_forms() {
+        assert_eq!(config("http_port: 8222").http_port, Some(8222));
+        assert_eq!(config("monitor_port: -1").http_port, Some(0));
+        assert_eq!(config("http_port: 0").http_port, None);
+        let c = config("http: 127.0.0.1:8333");
+        assert_eq!((c.monitor_host(), c.http_port), ("127.0.0.1", Some(8333)));
+        assert_eq!(config("http: 8334").http_port, Some(8334));
+        assert!(error("http_port: 70000").contains("http_port: port must be -1 to 65535"));
     }
 
     #[test]

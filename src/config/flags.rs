@@ -25,6 +25,7 @@ Server Options:
     -n, --name
         --server_name <server_name>  Server name (default: auto)
     -P, --pid <file>                 File to store PID
+    -m, --http_port <port>           Use port for http monitoring (-1: random)
     -c, --config <file>              Configuration file
     -t                               Test configuration and exit
     -sl,--signal <signal>[=<pid>]    Send signal to natter process (ldm, stop, quit, term, reopen, reload)
@@ -44,7 +45,7 @@ Logging Options:
 
 Accepted for nats-server compatibility, not supported yet (a warning is logged):
     -s, --syslog, -r, --remote_syslog, --log_size_limit, --max_traced_msg_len,
-    -m, --http_port, -ms, --https_port, -js, --jetstream, -sd, --store_dir,
+    -ms, --https_port, -js, --jetstream, -sd, --store_dir,
     --user, --pass, --auth, --tls, --tlscert, --tlskey, --tlsverify, --tlscacert,
     --routes, --cluster, --cluster_name, --no_advertise, --cluster_advertise,
     --connect_retries, --cluster_listen, --client_advertise, --profile
@@ -61,7 +62,6 @@ const RESERVED: &[(&str, &[&str], bool)] = &[
     ("remote_syslog", &["r"], true),
     ("log_size_limit", &[], true),
     ("max_traced_msg_len", &[], true),
-    ("http_port", &["m"], true),
     ("https_port", &["ms"], true),
     ("jetstream", &["js"], false),
     ("store_dir", &["sd"], true),
@@ -178,6 +178,10 @@ pub struct Options {
     #[arg(long = "port", alias = "p", value_name = "port",
           value_parser = clap::value_parser!(i32).range(-1..=65535))]
     pub port: Option<i32>,
+    /// `-m`/`--http_port`: HTTP monitoring port; `-1` asks for a random port, `0` turns it off.
+    #[arg(long = "http_port", alias = "m", value_name = "port",
+          value_parser = clap::value_parser!(i32).range(-1..=65535))]
+    pub http_port: Option<i32>,
     /// `-n`/`--name`/`--server_name`: server name.
     #[arg(long = "name", aliases = ["n", "server_name"], value_name = "server_name")]
     pub name: Option<String>,
@@ -254,6 +258,9 @@ impl Options {
         }
         if let Some(port) = self.port {
             cfg.port = config_port(port);
+        }
+        if let Some(port) = self.http_port {
+            cfg.http_port = crate::config::monitor_port(i64::from(port));
         }
         if let Some(name) = &self.name {
             cfg.server_name = Some(name.clone());
@@ -642,6 +649,17 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_port_flag() {
+        let mut cfg = Config::default();
+        run(&["-m", "8222"]).apply(&mut cfg);
+        assert_eq!(cfg.http_port, Some(8222));
+        run(&["--http_port=-1"]).apply(&mut cfg);
+        assert_eq!(cfg.http_port, Some(0), "-1 is a random port");
+        run(&["-m", "0"]).apply(&mut cfg);
+        assert_eq!(cfg.http_port, None, "0 is off");
+    }
+
+    #[test]
     fn reserved_flags_are_accepted_and_listed() {
         let options = run(&[
             "-js",
@@ -655,13 +673,7 @@ mod tests {
         ]);
         assert_eq!(
             options.reserved,
-            [
-                "--syslog",
-                "--http_port",
-                "--jetstream",
-                "--store_dir",
-                "--cluster_name"
-            ]
+            ["--syslog", "--jetstream", "--store_dir", "--cluster_name"]
         );
         assert!(run(&["-p", "1"]).reserved.is_empty());
     }

@@ -12,6 +12,14 @@ use std::time::Duration;
 /// nats-server's default client port.
 pub const DEFAULT_PORT: u16 = 4222;
 
+/// The monitoring port a setting asks for, as nats-server reads it: `-1` a random port, `0` off.
+pub fn monitor_port(port: i64) -> Option<u16> {
+    match port {
+        -1 => Some(0),
+        p => u16::try_from(p).ok().filter(|&p| p > 0),
+    }
+}
+
 /// Everything the core needs to run, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -19,6 +27,11 @@ pub struct Config {
     pub host: String,
     /// Port to listen on; 0 binds an ephemeral port (what `-p -1` / `port: -1` asks for).
     pub port: u16,
+    /// Interface for the HTTP monitoring port (`http: host:port`); the client interface when
+    /// unset, as nats-server does.
+    pub http_host: Option<String>,
+    /// HTTP monitoring port (`-m`, `http_port`); `None` is off, `Some(0)` a random port.
+    pub http_port: Option<u16>,
     /// Server name advertised in INFO; the server id when unset.
     pub server_name: Option<String>,
     /// Largest payload (headers included) a client may publish.
@@ -83,11 +96,20 @@ impl Default for LogConfig {
     }
 }
 
+impl Config {
+    /// The interface the monitoring port listens on.
+    pub fn monitor_host(&self) -> &str {
+        self.http_host.as_deref().unwrap_or(&self.host)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             host: "0.0.0.0".to_string(),
             port: DEFAULT_PORT,
+            http_host: None,
+            http_port: None,
             server_name: None,
             max_payload: 1024 * 1024,
             max_pending: 64 * 1024 * 1024,

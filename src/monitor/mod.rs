@@ -1,0 +1,163 @@
+//! HTTP monitoring on its own port, answering nats-server's endpoints with its JSON field
+//! names so that existing tools read natter unchanged: `/varz` (server and counters),
+//! `/connz` (connections), `/subsz` (routing table), `/routez` (no routes), `/healthz`.
+//!
+//! It is HTTP/1.1 over hyper, one task per monitoring connection; every answer is a snapshot
+//! taken when the request arrives, so monitoring never holds a lock the message path needs for
+//! longer than a copy of its counters.
+
+mod connz;
+mod format;
+mod http;
+mod process;
+mod subsz;
+mod varz;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::{debug, error};
+
+use crate::server::ServerState;
+use http::{BadRequest, Query, Reply};
+
+/// The endpoints, as listed on `/` and counted in `/varz`'s `http_req_stats`.
+const ENDPOINTS: [&str; 5] = ["/varz", "/connz", "/subsz", "/routez", "/healthz"];
+
+/// What the monitor keeps between requests.
+#[derive(Debug)]
+pub struct Monitor {
+    /// The monitoring port actually bound.
+    port: u16,
+    /// CPU share between `/varz` readings.
+    cpu: process::CpuMeter,
+    /// Requests served, by endpoint.
+    requests: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Monitor {
+    fn count_request(&self, path: &str) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *requests.entry(path.to_string()).or_default() += 1;
+    }
+
+    fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Serves monitoring requests on `listener` for as long as the runtime runs.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let monitor = Arc::new(Monitor {
+        port,
+        cpu: process::CpuMeter::new(),
+        requests: Mutex::new(BTreeMap::new()),
+    });
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                error!("Error accepting monitoring connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let monitor = monitor.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let reply = handle(&state, &monitor, &req);
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            // The timer bounds how long a client may take to send its headers (hyper's default
+            // of 30 s), so idle or trickling monitoring connections do not pile up.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!("{peer} - monitoring connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Answers one request.
+fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Reply {
+    let path = req.uri().path();
+    if path != "/" && !ENDPOINTS.contains(&path) {
+        return http::not_found();
+    }
+    monitor.count_request(path);
+    let query = Query::parse(req.uri().query());
+    let answer =
+        match path {
+            "/varz" => Ok(http::json(&varz::Varz::collect(state, monitor))),
+            "/connz" => connz::ConnzQuery::parse(&query)
+                .map(|q| http::json(&connz::Connz::collect(state, &q))),
+            "/subsz" => subsz::SubszQuery::parse(&query)
+                .map(|q| http::json(&subsz::Subsz::collect(state, &q))),
+            "/routez" => Ok(http::json(&Routez::collect(state))),
+            "/healthz" => healthz(&query),
+            _ => Ok(index()),
+        };
+    answer.unwrap_or_else(Reply::from)
+}
+
+/// `/healthz`: natter is healthy whenever it answers. JetStream is off, so
+/// `js-enabled-only` and `js-server-only` change nothing (as with nats-server).
+fn healthz(query: &Query) -> Result<Reply, BadRequest> {
+    query.bool("js-enabled-only")?;
+    query.bool("js-server-only")?;
+    #[derive(Serialize)]
+    struct Health {
+        status: &'static str,
+    }
+    Ok(http::json_compact(&Health { status: "ok" }))
+}
+
+/// `/routez`: natter does not cluster, so there are never routes.
+#[derive(Debug, Serialize)]
+struct Routez {
+    server_id: String,
+    server_name: String,
+    now: String,
+    num_routes: usize,
+    routes: Vec<serde_json::Value>,
+}
+
+impl Routez {
+    fn collect(state: &ServerState) -> Routez {
+        Routez {
+            server_id: state.id.clone(),
+            server_name: state.name.clone(),
+            now: format::rfc3339(SystemTime::now()),
+            num_routes: 0,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `/`: links to the endpoints, for a browser.
+fn index() -> Reply {
+    let links: String = ENDPOINTS
+        .iter()
+        .map(|e| format!("    <a href=\".{e}\">{e}</a><br>\n"))
+        .collect();
+    http::html(format!(
+        "<html lang=\"en\">\n  <head><title>natter monitoring</title></head>\n  <body>\n    \
+         <h1>natter {}</h1>\n{links}  </body>\n</html>\n",
+        crate::server::VERSION
+    ))
+}
