@@ -189,7 +189,6 @@ async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> 
     loop {
         let idle = {
             let mut out = client.outbound();
-            out.inflight = 0;
             if out.buf.is_empty() {
                 if let Some(reason) = out.closing {
                     return reason;
@@ -200,7 +199,7 @@ async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> 
                 true
             } else {
                 std::mem::swap(&mut out.buf, &mut batch);
-                out.inflight = batch.len();
+                client.take_inflight(batch.len());
                 false
             }
         };

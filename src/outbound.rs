@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,8 +93,6 @@ impl Enqueued {
 pub struct Outbound {
     /// Frames not yet handed to the socket.
     pub buf: BytesMut,
-    /// Bytes the writer has taken and is writing now; they still count as pending.
-    pub inflight: usize,
     /// Once set, nothing more is queued; the writer drains what is there and stops.
     pub closing: Option<CloseReason>,
     /// Messages queued to this client.
@@ -188,6 +186,11 @@ pub struct Client {
     wake: Notify,
     kill: Notify,
     drained: Notify,
+    /// Bytes the writer has taken and not yet handed to the kernel; they count as pending.
+    /// Outside the mutex so the writer can count down after each syscall without it.
+    inflight: AtomicUsize,
+    /// Publishers waiting in [`Client::caught_up`]; the writer signals only when there are any.
+    stalled: AtomicUsize,
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
 }
 
@@ -218,6 +221,8 @@ impl Client {
             wake: Notify::new(),
             kill: Notify::new(),
             drained: Notify::new(),
+            inflight: AtomicUsize::new(0),
+            stalled: AtomicUsize::new(0),
             subs: Mutex::new(HashMap::new()),
         }
     }
@@ -260,7 +265,7 @@ impl Client {
         let meta = self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (pending_bytes, out_msgs, out_bytes) = {
             let out = self.outbound();
-            (out.buf.len() + out.inflight, out.out_msgs, out.out_bytes)
+            (out.buf.len() + self.inflight(), out.out_msgs, out.out_bytes)
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut subscriptions: Vec<SubSnapshot> = self
@@ -343,7 +348,7 @@ impl Client {
         if out.closing.is_some() {
             return Enqueued::Dropped;
         }
-        let pending = out.buf.len() + out.inflight;
+        let pending = out.buf.len() + self.inflight();
         if pending > 0 && pending + len > self.max_pending {
             out.closing = Some(CloseReason::SlowConsumerPendingBytes);
             drop(out);
@@ -378,19 +383,33 @@ impl Client {
         self.wake.notified().await
     }
 
+    /// Bytes the writer has taken and not yet written.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Records that the writer took `n` bytes to write.
+    pub fn take_inflight(&self, n: usize) {
+        self.inflight.store(n, Ordering::Release);
+    }
+
     /// Takes `n` written bytes off the pending count, and tells publishers paused for this
-    /// client.
+    /// client, if any.
     pub fn written(&self, n: usize) {
-        {
-            let mut out = self.outbound();
-            out.inflight = out.inflight.saturating_sub(n);
+        // SeqCst pairs with `caught_up`: either it sees this count, or this sees it waiting.
+        self.inflight
+            .fetch_sub(n.min(self.inflight()), Ordering::SeqCst);
+        if self.stalled.load(Ordering::SeqCst) > 0 {
+            self.drained.notify_waiters();
         }
-        self.drained.notify_waiters();
     }
 
     /// Resolves once the client is no longer far behind (or is closing): what a paused
     /// publisher waits for, under a time limit.
     pub async fn caught_up(&self) {
+        self.stalled.fetch_add(1, Ordering::SeqCst);
+        // Counted down however the wait ends, including a caller's time limit dropping it.
+        let _waiting = StallGuard(&self.stalled);
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);
@@ -398,7 +417,7 @@ impl Client {
             notified.as_mut().enable();
             {
                 let out = self.outbound();
-                if out.closing.is_some() || out.buf.len() + out.inflight <= self.stall_at {
+                if out.closing.is_some() || out.buf.len() + self.inflight() <= self.stall_at {
                     return;
                 }
             }
@@ -415,4 +434,13 @@ impl Client {
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Counts a publisher out of [`Client::caught_up`] when its wait ends, however it ends.
+struct StallGuard<'a>(&'a AtomicUsize);
+
+impl Drop for StallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
