@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -459,4 +460,190 @@ fn connz_reports_the_round_trip_of_the_early_ping() {
         assert!(Instant::now() < deadline, "rtt never measured");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether `name` is a valid Prometheus metric name (`label` false) or label name.
+fn valid_prometheus_name(name: &str, label: bool) -> bool {
+    let ok = |c: char, first: bool| {
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || (!label && c == ':')
+            || (!first && c.is_ascii_digit())
+    };
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
+}
+
+/// Checks `{a="x",b="y\"z"}` (names valid, values quoted and escaped) and returns the pairs.
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("labels not in braces: {text}"));
+    let mut pairs = Vec::new();
+    let mut rest = inner;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"").expect("label=\"value\"");
+        assert!(valid_prometheus_name(name, true), "label name {name:?}");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().expect("closing quote") {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().expect("escaped character").1 {
+                    'n' => value.push('\n'),
+                    c @ ('\\' | '"') => value.push(c),
+                    c => panic!("bad escape \\{c} in {text}"),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        pairs.push((name.to_string(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    pairs
+}
+
+/// One scrape of `path`, checked against the text exposition format 0.0.4: the content type,
+/// a `# HELP` and a `# TYPE` for every family before its samples, valid names, well-formed
+/// labels with a `server_id`, float values, no series twice. Returns `name{labels}` → value.
+fn scrape(addr: &str, path: &str) -> BTreeMap<String, f64> {
+    let r = get(addr, path);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut helped = HashSet::new();
+    let mut typed = HashSet::new();
+    let mut samples = BTreeMap::new();
+    for line in r.body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert!(valid_prometheus_name(name, false), "{line}");
+            assert!(helped.insert(name.to_string()), "second HELP: {line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge", "untyped"].contains(&kind),
+                "type {kind}: {line}"
+            );
+            assert!(typed.insert(name.to_string()), "second TYPE: {line}");
+        } else {
+            assert!(!line.is_empty() && !line.starts_with('#'), "{line:?}");
+            let (series, value) = line.rsplit_once(' ').expect("series and value");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a float: {line}"));
+            let name = &series[..series.find('{').unwrap_or(series.len())];
+            assert!(valid_prometheus_name(name, false), "{line}");
+            assert!(
+                helped.contains(name) && typed.contains(name),
+                "no HELP and TYPE before {line}"
+            );
+            let labels = parse_labels(&series[name.len()..]);
+            assert!(labels.iter().any(|(k, _)| k == "server_id"), "{line}");
+            assert!(
+                samples.insert(series.to_string(), value).is_none(),
+                "series twice: {line}"
+            );
+        }
+    }
+    assert_eq!(helped, typed, "every family has both HELP and TYPE");
+    samples
+}
+
+/// The value of `name`'s server-wide series (the one whose only label is `server_id`).
+fn server_metric(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
+    let prefix = format!("{name}{{server_id=");
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix) && !k.contains(','))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} in {samples:#?}");
+    found[0]
+}
+
+#[test]
+fn metrics_serve_the_exporters_names_in_the_prometheus_text_format() {
+    // nats-server has no /metrics (prometheus-nats-exporter makes these from its JSON).
+    if !common::is_natter() {
+        return;
+    }
+    let server = monitored();
+    let addr = monitor_addr(&server);
+    assert!(get(&addr, "/").body.contains("/metrics"));
+    let before = scrape(&addr, "/metrics");
+    for name in [
+        "gnatsd_varz_connections",
+        "gnatsd_varz_total_connections",
+        "gnatsd_varz_subscriptions",
+        "gnatsd_varz_in_msgs",
+        "gnatsd_varz_out_msgs",
+        "gnatsd_varz_in_bytes",
+        "gnatsd_varz_out_bytes",
+        "gnatsd_varz_slow_consumers",
+        "gnatsd_varz_stale_connections",
+        "gnatsd_varz_cpu",
+        "gnatsd_subsz_num_cache",
+        "gnatsd_subsz_num_removes",
+        "gnatsd_subsz_cache_hit_rate",
+        "gnatsd_connz_pending_bytes",
+        "gnatsd_routez_num_routes",
+        "gnatsd_healthz_status",
+        "natter_sublist_cache_hits_total",
+    ] {
+        server_metric(&before, name);
+    }
+    assert!(server_metric(&before, "gnatsd_varz_mem") > 0.0);
+    let start_ms = server_metric(&before, "gnatsd_varz_start");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    assert!(
+        start_ms > now_ms - 600_000.0 && start_ms <= now_ms,
+        "{start_ms}"
+    );
+    assert!(
+        !before.keys().any(|k| k.contains("cid=")),
+        "per-connection series only when asked for"
+    );
+
+    let mut sub = named_client(&server, "metrics-sub", "SUB foo 1\r\n");
+    let mut publisher = server.quiet_client();
+    publisher.send(b"PUB foo 5\r\nhello\r\nPUB foo 5\r\nhello\r\nPUB foo 5\r\nhello\r\n");
+    publisher.ping_pong_within(common::TIMEOUT);
+    assert_eq!(sub.msgs_until_pong().len(), 3);
+
+    let after = scrape(&addr, "/metrics?connz_detailed=true");
+    let delta = |name: &str| server_metric(&after, name) - server_metric(&before, name);
+    assert_eq!(server_metric(&after, "gnatsd_varz_connections"), 2.0);
+    assert_eq!(delta("gnatsd_varz_total_connections"), 2.0);
+    assert_eq!(delta("gnatsd_varz_subscriptions"), 1.0);
+    assert_eq!(delta("gnatsd_varz_in_msgs"), 3.0);
+    assert_eq!(delta("gnatsd_varz_in_bytes"), 15.0);
+    assert_eq!(delta("gnatsd_varz_out_msgs"), 3.0);
+    assert_eq!(delta("gnatsd_varz_out_bytes"), 15.0);
+    assert_eq!(delta("gnatsd_subsz_num_inserts"), 1.0);
+    assert!(delta("gnatsd_subsz_num_matches") >= 1.0);
+    assert_eq!(server_metric(&after, "gnatsd_connz_in_msgs"), 3.0);
+    assert_eq!(server_metric(&after, "gnatsd_connz_out_msgs"), 3.0);
+    assert_eq!(server_metric(&after, "gnatsd_connz_subscriptions"), 1.0);
+    assert!(server_metric(&after, "gnatsd_varz_http_req_stats_metrics") >= 2.0);
+
+    // connz_detailed: the exporter's per-connection series, labelled with the connection.
+    let ours: Vec<(&String, &f64)> = after
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("gnatsd_connz_out_msgs{") && k.contains("name=\"metrics-sub\"")
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{after:#?}");
+    assert_eq!(*ours[0].1, 3.0);
+    assert!(ours[0].0.contains("lang=\"rust\"") && ours[0].0.contains("cid=\""));
+
+    assert_eq!(get(&addr, "/metrics?connz_detailed=maybe").status, 400);
 }

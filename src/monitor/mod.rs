@@ -1,6 +1,7 @@
 //! HTTP monitoring on its own port, answering nats-server's endpoints with its JSON field
 //! names so that existing tools read natter unchanged: `/varz` (server and counters),
-//! `/connz` (connections), `/subsz` (routing table), `/routez` (no routes), `/healthz`.
+//! `/connz` (connections), `/subsz` (routing table), `/routez` (no routes), `/healthz`, and
+//! `/metrics`, the same counters for Prometheus under prometheus-nats-exporter's names.
 //!
 //! It is HTTP/1.1 over hyper, one task per monitoring connection; every answer is a snapshot
 //! taken when the request arrives, so monitoring never holds a lock the message path needs for
@@ -9,6 +10,7 @@
 mod connz;
 mod format;
 mod http;
+mod metrics;
 mod process;
 mod subsz;
 mod varz;
@@ -30,7 +32,9 @@ use crate::server::ServerState;
 use http::{BadRequest, Query, Reply};
 
 /// The endpoints, as listed on `/` and counted in `/varz`'s `http_req_stats`.
-const ENDPOINTS: [&str; 5] = ["/varz", "/connz", "/subsz", "/routez", "/healthz"];
+const ENDPOINTS: [&str; 6] = [
+    "/varz", "/connz", "/subsz", "/routez", "/healthz", "/metrics",
+];
 
 /// What the monitor keeps between requests.
 #[derive(Debug)]
@@ -110,6 +114,9 @@ fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Re
                 .map(|q| http::json(&subsz::Subsz::collect(state, &q))),
             "/routez" => Ok(http::json(&Routez::collect(state))),
             "/healthz" => healthz(&query),
+            "/metrics" => {
+                metrics::MetricsQuery::parse(&query).map(|q| metrics::reply(state, monitor, &q))
+            }
             _ => Ok(index()),
         };
     answer.unwrap_or_else(Reply::from)
