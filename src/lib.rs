@@ -6,6 +6,7 @@
 //! [`monitor`] answers nats-server's HTTP monitoring endpoints.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod log;

@@ -1,6 +1,7 @@
 //! The natter binary: reads nats-server-compatible flags, builds one [`Config`] (defaults, then the
 //! `-c` file, then flags), starts logging and runs the server on a multi-threaded tokio runtime.
 //! `-sl` sends a signal to a running natter instead, `-t` only checks the configuration file.
+//! `natter pub|sub|req|request|reply|server ...` runs a client subcommand ([`natter::cli`]).
 
 use std::fmt::Display;
 use std::path::Path;
@@ -13,7 +14,15 @@ use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
-    match flags::parse(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .and_then(|arg| arg.to_str())
+        .is_some_and(natter::cli::is_subcommand)
+    {
+        return natter::cli::run(args);
+    }
+    match flags::parse(args) {
         Err(err) => {
             let _ = err.print();
             ExitCode::FAILURE

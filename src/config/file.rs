@@ -380,7 +380,7 @@ fn duration(
 }
 
 #[derive(Debug, PartialEq)]
-enum DurationError {
+pub(crate) enum DurationError {
     Negative,
     Invalid,
 }
@@ -388,7 +388,7 @@ enum DurationError {
 /// Go's duration syntax: an optional sign, then one or more `<number>[.<fraction>]<unit>` with
 /// units `ns us µs μs ms s m h`; a lone `0` needs no unit; the total must fit Go's int64
 /// nanoseconds.
-fn go_duration(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn go_duration(text: &str) -> Result<Duration, DurationError> {
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),

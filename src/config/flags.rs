@@ -53,6 +53,10 @@ Accepted for nats-server compatibility, not supported yet (a warning is logged):
 Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
+
+Client Subcommands (natter <subcommand> --help for their options):
+    pub, sub, req, reply             Publish, subscribe, request, reply, like the nats CLI
+    server check                     Check that a server answers
 ";
 
 /// Flags natter accepts but does not implement: `(long name, other spellings, takes a value)`.

@@ -12,6 +12,12 @@ use std::time::Duration;
 /// nats-server's default client port.
 pub const DEFAULT_PORT: u16 = 4222;
 
+/// A non-negative Go duration (`"2m"`, `"1m30s"`, `"500ms"`), as nats-server's configuration
+/// and the nats CLI write them; `None` if it is not one.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    file::go_duration(text).ok()
+}
+
 /// The monitoring port a setting asks for, as nats-server reads it: `-1` a random port, `0` off.
 pub fn monitor_port(port: i64) -> Option<u16> {
     match port {
