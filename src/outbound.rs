@@ -143,7 +143,9 @@ pub struct ClientSnapshot {
     pub lang: String,
     /// Client version from CONNECT.
     pub version: String,
-    /// The client's subscriptions.
+    /// How many subscriptions the client holds.
+    pub num_subscriptions: usize,
+    /// The client's subscriptions, when asked for (they cost a string each).
     pub subscriptions: Vec<SubSnapshot>,
 }
 
@@ -260,17 +262,27 @@ impl Client {
         self.rtt.store(nanos, Ordering::Relaxed);
     }
 
-    /// The connection as monitoring shows it.
-    pub fn snapshot(&self) -> ClientSnapshot {
+    /// The connection as monitoring shows it; its subscriptions listed only `with_subs`.
+    pub fn snapshot(&self, with_subs: bool) -> ClientSnapshot {
         let meta = self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (pending_bytes, out_msgs, out_bytes) = {
             let out = self.outbound();
             (out.buf.len() + self.inflight(), out.out_msgs, out.out_bytes)
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let mut subscriptions: Vec<SubSnapshot> = self
-            .subs()
-            .values()
+        // Only the Arcs are copied under the lock: a publisher reaching an auto-unsubscribe
+        // limit takes the same lock, and must not wait for string formatting.
+        let (num_subscriptions, listed): (usize, Vec<Arc<Subscription>>) = {
+            let subs = self.subs();
+            let listed = if with_subs {
+                subs.values().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (subs.len(), listed)
+        };
+        let mut subscriptions: Vec<SubSnapshot> = listed
+            .iter()
             .map(|s| SubSnapshot {
                 subject: text(&s.subject),
                 queue: s.queue.as_deref().map(text),
@@ -296,6 +308,7 @@ impl Client {
             name: meta.name,
             lang: meta.lang,
             version: meta.version,
+            num_subscriptions,
             subscriptions,
         }
     }

@@ -217,12 +217,13 @@ impl ServerState {
         self.stale_connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every open connection as monitoring shows it, by connection id.
-    pub fn client_snapshots(&self) -> Vec<ClientSnapshot> {
+    /// Every open connection as monitoring shows it, by connection id; subscriptions listed
+    /// only `with_subs`.
+    pub fn client_snapshots(&self, with_subs: bool) -> Vec<ClientSnapshot> {
         let mut all: Vec<ClientSnapshot> = self
             .clients_snapshot()
             .iter()
-            .map(|c| c.snapshot())
+            .map(|c| c.snapshot(with_subs))
             .collect();
         all.sort_by_key(|c| c.cid);
         all

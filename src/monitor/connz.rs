@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::format::{age, go_duration, rfc3339};
+use super::format::{age, rfc3339, rtt};
 use super::http::{BadRequest, Query};
 use crate::outbound::{ClientSnapshot, SubSnapshot};
 use crate::server::ServerState;
@@ -75,7 +75,7 @@ impl SortBy {
         match self {
             SortBy::Cid => {}
             SortBy::Start => conns.sort_by_key(|c| c.start),
-            SortBy::Subs => conns.sort_by_key(|c| Reverse(c.subscriptions.len())),
+            SortBy::Subs => conns.sort_by_key(|c| Reverse(c.num_subscriptions)),
             SortBy::Pending => conns.sort_by_key(|c| Reverse(c.pending_bytes)),
             SortBy::MsgsTo => conns.sort_by_key(|c| Reverse(c.out_msgs)),
             SortBy::MsgsFrom => conns.sort_by_key(|c| Reverse(c.in_msgs)),
@@ -242,7 +242,7 @@ impl Connz {
         let mut conns = if query.closed_only {
             Vec::new()
         } else {
-            state.client_snapshots()
+            state.client_snapshots(query.subs != Subs::None)
         };
         let total = conns.len();
         if let Some(cid) = query.cid {
@@ -270,7 +270,7 @@ impl Connz {
 impl ConnInfo {
     fn new(c: ClientSnapshot, subs: Subs, now: SystemTime) -> ConnInfo {
         let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
-        let count = c.subscriptions.len();
+        let count = c.num_subscriptions;
         let (subscriptions_list, subscriptions_list_detail) = match subs {
             Subs::None => (Vec::new(), Vec::new()),
             Subs::Subjects => (
@@ -293,7 +293,7 @@ impl ConnInfo {
             port: c.port,
             start: rfc3339(c.start),
             last_activity: rfc3339(c.last_activity),
-            rtt: go_duration(c.rtt.unwrap_or_default()),
+            rtt: rtt(c.rtt.unwrap_or_default()),
             uptime: age(since(c.start)),
             idle: age(since(c.last_activity)),
             pending_bytes: c.pending_bytes,

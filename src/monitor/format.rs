@@ -16,6 +16,17 @@ pub fn rfc3339(t: SystemTime) -> String {
     s
 }
 
+/// A round-trip time as nats-server shows it: truncated to whole microseconds between 1 µs and
+/// 1 ms (`"804µs"`, not `"804.25µs"`), then as Go prints durations.
+pub fn rtt(d: Duration) -> String {
+    let d = if d > Duration::from_micros(1) && d < Duration::from_millis(1) {
+        Duration::from_micros(d.as_micros() as u64)
+    } else {
+        d
+    };
+    go_duration(d)
+}
+
 /// Go's `time.Duration.String()`: `"0s"`, `"462µs"`, `"1.5ms"`, `"2s"`, `"1m30.5s"`, `"2h0m0s"`.
 pub fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
@@ -107,6 +118,18 @@ mod tests {
         ];
         for (d, want) in cases {
             assert_eq!(go_duration(d), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn rtts_are_truncated_to_microseconds_below_a_millisecond() {
+        let cases = [
+            (Duration::from_nanos(804_250), "804µs"),
+            (Duration::from_nanos(900), "900ns"),
+            (Duration::from_nanos(1_500_000), "1.5ms"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(rtt(d), want, "{d:?}");
         }
     }
 

@@ -89,7 +89,11 @@ pub fn collect(state: &ServerState, monitor: &Monitor, query: &MetricsQuery) -> 
         serde_json::to_value(Varz::collect(state, monitor)).expect("monitoring JSON serializes");
     flatten(&mut out, "varz", &[], &varz);
     subsz(&mut out, state);
-    connz(&mut out, &state.client_snapshots(), query.connz_detailed);
+    connz(
+        &mut out,
+        &state.client_snapshots(false),
+        query.connz_detailed,
+    );
     // natter does not cluster, and it is healthy whenever it answers.
     out.add("routez", "num_routes", Kind::Gauge, &[], Num::Int(0));
     for (key, value) in [("server_id", &state.id), ("server_name", &state.name)] {
@@ -197,7 +201,7 @@ fn connz(out: &mut Exposition, conns: &[ClientSnapshot], detailed: bool) {
         (
             "subscriptions",
             Kind::Gauge,
-            total(|c| c.subscriptions.len() as u64),
+            total(|c| c.num_subscriptions as u64),
         ),
         ("in_bytes", Kind::Counter, total(|c| c.in_bytes)),
         ("out_bytes", Kind::Counter, total(|c| c.out_bytes)),
@@ -237,11 +241,7 @@ fn connz(out: &mut Exposition, conns: &[ClientSnapshot], detailed: bool) {
         let rtt_micros = c.rtt.unwrap_or_default().as_micros();
         let series = [
             ("pending_bytes", Kind::Gauge, Num::from(c.pending_bytes)),
-            (
-                "subscriptions",
-                Kind::Gauge,
-                Num::from(c.subscriptions.len()),
-            ),
+            ("subscriptions", Kind::Gauge, Num::from(c.num_subscriptions)),
             ("in_bytes", Kind::Counter, Num::Int(c.in_bytes)),
             ("out_bytes", Kind::Counter, Num::Int(c.out_bytes)),
             ("in_msgs", Kind::Counter, Num::Int(c.in_msgs)),

@@ -31,6 +31,12 @@ use tracing::{debug, error};
 use crate::server::ServerState;
 use http::{BadRequest, Query, Reply};
 
+/// Monitoring connections served at once; more wait in the listen backlog. Bounds the memory
+/// and file descriptors monitoring can take from the message path.
+const MAX_CONNECTIONS: usize = 64;
+/// Longest a monitoring connection lives, however slowly its client reads.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The endpoints, as listed on `/` and counted in `/varz`'s `http_req_stats`.
 const ENDPOINTS: [&str; 6] = [
     "/varz", "/connz", "/subsz", "/routez", "/healthz", "/metrics",
@@ -69,6 +75,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
         cpu: process::CpuMeter::new(),
         requests: Mutex::new(BTreeMap::new()),
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -78,9 +85,14 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
                 continue;
             }
         };
+        // Waits for a free slot: the kernel's backlog holds further connections meanwhile.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let state = state.clone();
         let monitor = monitor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
                 let reply = handle(&state, &monitor, &req);
                 async move { Ok::<_, Infallible>(reply) }
@@ -90,8 +102,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!("{peer} - monitoring connection ended: {e}");
+            // hyper's timer covers reading a request, not a reader who never takes the answer:
+            // this bounds how long any one connection (and the body it holds) can live.
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => debug!("{peer} - monitoring connection ended: {e}"),
+                Err(_) => debug!("{peer} - monitoring connection timed out"),
+                Ok(Ok(())) => {}
             }
         });
     }

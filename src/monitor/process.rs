@@ -62,7 +62,8 @@ impl CpuMeter {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let elapsed = now - last.at;
-        if elapsed < MIN_WINDOW && last.percent > 0.0 {
+        // A window shorter than this is a clock tick or two: noise, not a reading.
+        if elapsed < MIN_WINDOW {
             return last.percent;
         }
         let ticks = cpu_ticks();

@@ -72,7 +72,7 @@ impl Subsz {
         let stats = state.sublist.stats();
         let mut subs = Vec::new();
         if query.subs {
-            for client in state.client_snapshots() {
+            for client in state.client_snapshots(true) {
                 let cid = client.cid;
                 subs.extend(
                     client
