@@ -10,17 +10,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, enabled, error, info, trace, Level};
 
+use crate::account::{Account, Forward};
+use crate::auth::permissions::PublishCheck;
+use crate::auth::{Identity, Permissions, Presented};
 use crate::outbound::{Client, ClientMeta, CloseReason, Enqueued};
 use crate::proto::encode::{self, Message};
 use crate::proto::{ConnectOptions, Op, ParseError, Parser};
 use crate::server::ServerState;
 use crate::subject;
-use crate::sublist::MatchCache;
+use crate::sublist::{MatchCache, Matches};
 use crate::subscription::{Claim, Subscription};
 
 /// Smallest read; also what an idle connection returns to.
@@ -33,6 +37,8 @@ const FIRST_PING: Duration = Duration::from_secs(2);
 const STALL_MAX: Duration = Duration::from_millis(10);
 /// Write buffers above this size are freed when the connection goes idle.
 const IDLE_KEEP: usize = 4 * 1024;
+/// Most accounts one message may cross through imports; stops import cycles.
+const MAX_HOPS: u8 = 4;
 
 /// Options a client sets with CONNECT. Before CONNECT a client is verbose and pedantic, as
 /// nats-server treats a telnet session.
@@ -65,6 +71,23 @@ struct Connection {
     tag: String,
     parser: Parser,
     opts: Options,
+    /// The account the client publishes and subscribes in.
+    account: Arc<Account>,
+    /// Whether the client has authenticated (always, when no auth is configured).
+    authed: bool,
+    /// The nonce INFO carried, for nkey and JWT signatures.
+    nonce: Option<String>,
+    /// The client's verified TLS certificate.
+    peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// Restrictions on what the user may do.
+    permissions: Option<Arc<Permissions>>,
+    publish_check: PublishCheck,
+    /// Most subscriptions for this connection; `usize::MAX` is unlimited (a JWT may say 0).
+    max_subscriptions: usize,
+    /// Largest payload the user may publish, when below the server's limit.
+    max_payload: Option<usize>,
+    /// When the user's credentials expire.
+    expires: Option<Instant>,
     cache: MatchCache<Subscription>,
     /// Receivers given data during this read batch, woken when it ends.
     to_wake: Vec<Arc<Client>>,
@@ -81,6 +104,10 @@ struct Connection {
 /// cache, which the message's matches are borrowed from.
 struct Deliveries<'a> {
     server: &'a ServerState,
+    /// The account the message is being routed in.
+    account: &'a Arc<Account>,
+    /// Accounts crossed so far through imports.
+    hops: u8,
     publisher: u64,
     echo: bool,
     to_wake: &'a mut Vec<Arc<Client>>,
@@ -95,9 +122,22 @@ impl Deliveries<'_> {
     /// Queues `msg` for `sub`; false if the subscription may not take it (its own echo, or
     /// past its delivery limit), so a queue group can try another member.
     fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Message<'_>) -> bool {
+        if let Some(forward) = &sub.forward {
+            return self.forward(sub, forward, msg);
+        }
         let target = &sub.client;
         if !self.echo && target.id == self.publisher {
             return false;
+        }
+        if let Some(perms) = target.permissions() {
+            if perms.filters_deliveries() && !perms.may_receive(msg.subject) {
+                return false;
+            }
+            if let (Some(allow), Some(reply)) = (perms.responses, msg.reply) {
+                target
+                    .responses()
+                    .open(reply, allow, std::time::Instant::now());
+            }
         }
         let claim = sub.claim();
         if claim == Claim::Skip {
@@ -135,56 +175,185 @@ impl Deliveries<'_> {
         self.delivered |= delivered;
         delivered
     }
+
+    /// Delivers to every plain subscriber and one member of each queue group.
+    fn deliver_all(&mut self, matches: &Matches<Subscription>, msg: &Message<'_>) {
+        for sub in &matches.plain {
+            self.deliver(sub, msg);
+        }
+        for group in &matches.groups {
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                if self.deliver(&group.members[(start + i) % n], msg) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Carries a message across an account import; true if anyone there took it.
+    fn forward(&mut self, sub: &Arc<Subscription>, forward: &Forward, msg: &Message<'_>) -> bool {
+        if self.hops >= MAX_HOPS {
+            return false;
+        }
+        let (into, subject, reply) = match forward {
+            Forward::Stream { to, map } => (to, map.apply(msg.subject), None),
+            Forward::Service { to, map, response } => {
+                let reply = msg
+                    .reply
+                    .map(|r| to.response_path(self.account, r, *response));
+                (to, map.apply(msg.subject), reply)
+            }
+            Forward::Response { to, reply, home } => {
+                if sub.claim() != Claim::Deliver {
+                    // One reply per singleton request: the path closes behind it.
+                    if let Some(home) = home.upgrade() {
+                        home.remove(sub);
+                    }
+                }
+                (to, reply.clone(), None)
+            }
+        };
+        let reply = match forward {
+            Forward::Stream { .. } => msg.reply.map(Bytes::copy_from_slice),
+            _ => reply,
+        };
+        let carried = Message {
+            subject: &subject,
+            reply: reply.as_deref(),
+            header_len: msg.header_len,
+            payload: msg.payload,
+        };
+        let matches = into.sublist.lookup(&subject);
+        let mut inner = Deliveries {
+            server: self.server,
+            account: into,
+            hops: self.hops + 1,
+            publisher: self.publisher,
+            echo: self.echo,
+            to_wake: &mut *self.to_wake,
+            stall_on: &mut *self.stall_on,
+            delivered: false,
+        };
+        inner.deliver_all(&matches.matches, &carried);
+        let took = inner.delivered;
+        self.delivered |= took;
+        took
+    }
 }
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(
     server: Arc<ServerState>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
     client: Arc<Client>,
 ) {
     let tag = format!("{addr} - cid:{}", client.id);
     debug!("{tag} - Client connection created");
-    let info = server.info_json(client.id, addr.ip());
-    client.enqueue(info.len() + 8, |b| encode::info(b, &info));
-    let config = &server.config;
-    let mut conn = Connection {
-        parser: Parser::new(config.max_control_line, config.max_payload as usize),
-        server: server.clone(),
-        client: client.clone(),
-        tag,
-        opts: Options::default(),
-        cache: MatchCache::default(),
-        to_wake: Vec::new(),
-        stall_on: None,
-        pings_out: 0,
-        ping_sent: None,
-        in_msgs: 0,
-        in_bytes: 0,
+    let nonce = server.auth.wants_nonce().then(new_nonce);
+    let info = server.info_json_with_nonce(client.id, addr.ip(), nonce.as_deref());
+    let mut conn = Connection::new(&server, &client, tag, nonce);
+    let Some(tls) = server.tls.clone() else {
+        client.enqueue(info.len() + 8, |b| encode::info(b, &info));
+        let (reader, writer) = stream.split();
+        return conn.run(reader, writer).await;
     };
-    let deadline = config.write_deadline;
-    let reason = {
-        let writer = write_loop(&client, &stream, deadline);
-        tokio::pin!(writer);
-        tokio::select! {
-            reason = conn.read_loop(&stream) => {
-                client.close(reason);
-                // Stop routing to it now, not after the flush: a queue group must not pick a
-                // member that will never deliver.
-                server.remove_subscriptions(&client);
-                // Flush what the client was told (an -ERR, say) before hanging up.
-                let _ = tokio::time::timeout(deadline, &mut writer).await;
-                reason
+    let timeout = server
+        .config
+        .security
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(2), |t| t.timeout);
+    match tls_handshake(&server, stream, tls, &info, timeout).await {
+        Ok((tls_stream, info_sent)) => {
+            if !info_sent {
+                client.enqueue(info.len() + 8, |b| encode::info(b, &info));
             }
-            reason = &mut writer => reason,
+            conn.peer_cert = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            let (reader, writer) = tokio::io::split(tls_stream);
+            conn.run(reader, writer).await
         }
+        Err(e) => {
+            // Plain-text clients and silent ones are routine noise; other failures (bad
+            // certificates, say) are worth an operator's attention.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::Unsupported
+            ) {
+                debug!("{} - TLS handshake error: {e}", conn.tag);
+            } else {
+                error!("{} - TLS handshake error: {e}", conn.tag);
+            }
+            conn.finish(CloseReason::TlsHandshakeError);
+        }
+    }
+}
+
+/// The TLS handshake: INFO in plain text first, as NATS does, unless `handshake_first` asks
+/// for TLS before anything (with a fallback delay, a client silent that long gets INFO first
+/// after all). Returns the stream and whether INFO was already sent. `timeout` bounds the
+/// whole handshake from when INFO went out.
+async fn tls_handshake(
+    server: &ServerState,
+    mut stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    info: &[u8],
+    timeout: Duration,
+) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
+    let settings = server.config.security.tls.as_ref();
+    let mut frame = BytesMut::new();
+    encode::info(&mut frame, info);
+    let mut info_sent = false;
+    match settings.filter(|t| t.handshake_first) {
+        Some(t) => {
+            if let Some(delay) = t.handshake_first_fallback {
+                let mut probe = [0u8; 1];
+                if tokio::time::timeout(delay, stream.peek(&mut probe))
+                    .await
+                    .is_err()
+                {
+                    stream.write_all(&frame).await?;
+                    info_sent = true;
+                }
+            }
+        }
+        None => {
+            stream.write_all(&frame).await?;
+            info_sent = true;
+        }
+    }
+    let handshake = async {
+        // A client that ignores tls_required talks plain text: name that in the log rather
+        // than rustls' complaint about record types. nats-server sends it nothing.
+        let mut probe = [0u8; 1];
+        let peeked = stream.peek(&mut probe).await?;
+        if peeked == 1 && !crate::tls::looks_like_tls(&probe) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "first record does not look like a TLS handshake",
+            ));
+        }
+        tokio_rustls::TlsAcceptor::from(tls).accept(stream).await
     };
-    conn.finish(reason);
+    let tls_stream = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "i/o timeout"))??;
+    Ok((tls_stream, info_sent))
 }
 
 /// Writes queued frames until the connection closes; returns why it closed.
-async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> CloseReason {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    client: &Client,
+    mut stream: W,
+    deadline: Duration,
+) -> CloseReason {
     let mut batch = BytesMut::new();
     loop {
         let idle = {
@@ -213,7 +382,7 @@ async fn write_loop(client: &Client, stream: &TcpStream, deadline: Duration) -> 
             }
         }
         let written = tokio::select! {
-            r = tokio::time::timeout(deadline, write_all(client, stream, &batch)) => r,
+            r = tokio::time::timeout(deadline, write_all(client, &mut stream, &batch)) => r,
             _ = client.killed() => return killed_reason(client),
         };
         match written {
@@ -234,43 +403,124 @@ fn killed_reason(client: &Client) -> CloseReason {
 /// Writes all of `data`, telling `client` after every syscall how much left its pending count:
 /// the peer may read those bytes and publish again before this task runs on, and its next
 /// message must not find them still counted against max_pending.
-async fn write_all(client: &Client, stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(
+    client: &Client,
+    stream: &mut W,
+    mut data: &[u8],
+) -> io::Result<()> {
     while !data.is_empty() {
-        match stream.try_write(data) {
-            Ok(n) => {
-                client.written(n);
-                data = &data[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
-            Err(e) => return Err(e),
+        let n = stream.write(data).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
+        client.written(n);
+        data = &data[n..];
     }
-    Ok(())
+    // TLS buffers records; plain TCP returns at once.
+    stream.flush().await
+}
+
+/// A random nonce for the client to sign, as nats-server sends (11 random bytes, base64url).
+/// From the system's secure generator: a predictable nonce would let a captured signature
+/// be replayed.
+fn new_nonce() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 11];
+    if rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .is_err()
+    {
+        // The OS generator failing is not something to carry on through quietly.
+        panic!("no secure random numbers available for the nonce");
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl Connection {
-    async fn read_loop(&mut self, stream: &TcpStream) -> CloseReason {
+    fn new(
+        server: &Arc<ServerState>,
+        client: &Arc<Client>,
+        tag: String,
+        nonce: Option<String>,
+    ) -> Connection {
+        let config = &server.config;
+        let authed = !server.auth.required();
+        if authed {
+            client.set_identity(server.accounts.global().clone(), None, None);
+        }
+        Connection {
+            parser: Parser::new(config.max_control_line, config.max_payload as usize),
+            server: server.clone(),
+            client: client.clone(),
+            tag,
+            opts: Options::default(),
+            account: server.accounts.global().clone(),
+            authed,
+            nonce,
+            peer_cert: None,
+            permissions: None,
+            publish_check: PublishCheck::default(),
+            max_subscriptions: match config.max_subscriptions {
+                0 => usize::MAX,
+                n => n,
+            },
+            max_payload: None,
+            expires: None,
+            cache: MatchCache::default(),
+            to_wake: Vec::new(),
+            stall_on: None,
+            pings_out: 0,
+            ping_sent: None,
+            in_msgs: 0,
+            in_bytes: 0,
+        }
+    }
+
+    /// Runs the read and write loops over the connection's two halves until it closes.
+    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut self, reader: R, writer: W) {
+        let client = self.client.clone();
+        let deadline = self.server.config.write_deadline;
+        let reason = {
+            let writer = write_loop(&client, writer, deadline);
+            tokio::pin!(writer);
+            tokio::select! {
+                reason = self.read_loop(reader) => {
+                    client.close(reason);
+                    // Stop routing to it now, not after the flush: a queue group must not
+                    // pick a member that will never deliver.
+                    self.server.remove_subscriptions(&client);
+                    // Flush what the client was told (an -ERR, say) before hanging up.
+                    let _ = tokio::time::timeout(deadline, &mut writer).await;
+                    reason
+                }
+                reason = &mut writer => reason,
+            }
+        };
+        self.finish(reason);
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut stream: R) -> CloseReason {
         let config = &self.server.config;
         // The first PING goes out early, as nats-server's does: it measures the round trip
         // for monitoring and finds dead peers soon after they connect.
         let first = config.ping_interval.min(FIRST_PING);
         let mut ping = interval_at(Instant::now() + first, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let auth_deadline = Instant::now() + self.server.auth.timeout;
         let mut buf = BytesMut::new();
         let mut read_size = READ_MIN;
         loop {
+            let want = read_size.max(self.parser.bytes_wanted(buf.len()));
+            buf.reserve(want);
+            let room = buf.capacity() - buf.len();
+            let authed = self.authed;
+            let expires = self.expires;
             tokio::select! {
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return CloseReason::ReadError;
-                    }
-                    let want = read_size.max(self.parser.bytes_wanted(buf.len()));
-                    buf.reserve(want);
-                    let room = buf.capacity() - buf.len();
-                    match stream.try_read_buf(&mut buf) {
+                read = stream.read_buf(&mut buf) => {
+                    match read {
                         Ok(0) => return CloseReason::ClientClosed,
                         Ok(n) => read_size = next_read_size(read_size, n, room),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return CloseReason::ReadError,
                     }
                     self.client.touch();
@@ -289,6 +539,18 @@ impl Connection {
                         // An idle connection keeps no read buffer.
                         buf = BytesMut::new();
                     }
+                }
+                _ = tokio::time::sleep_until(auth_deadline), if !authed => {
+                    error!("{} - Authentication Timeout", self.tag);
+                    self.send_err("Authentication Timeout");
+                    self.end_batch();
+                    return CloseReason::AuthenticationViolation;
+                }
+                _ = tokio::time::sleep_until(expires.unwrap_or(auth_deadline)), if expires.is_some() => {
+                    debug!("{} - User Authentication Expired", self.tag);
+                    self.send_err("User Authentication Expired");
+                    self.end_batch();
+                    return CloseReason::AuthenticationExpired;
                 }
                 _ = ping.tick() => {
                     // Stale results may hold closed connections alive; a quiet moment to let go.
@@ -353,6 +615,9 @@ impl Connection {
         if enabled!(Level::TRACE) {
             trace!("{} - <<- [{}]", self.tag, describe(&op));
         }
+        if !self.authed && !matches!(op, Op::Connect(_)) {
+            return Err(self.auth_violation("operation before CONNECT"));
+        }
         match op {
             Op::Pub {
                 subject,
@@ -393,14 +658,30 @@ impl Connection {
     }
 
     fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
-        let parsed: ConnectOptions = match serde_json::from_slice(json) {
+        // Through a generic value first: a repeated key then means its last value, as in
+        // nats-server, rather than a parse error.
+        let parsed: ConnectOptions = match serde_json::from_slice::<serde_json::Value>(json)
+            .and_then(|v| match v {
+                serde_json::Value::Null => Ok(ConnectOptions::default()),
+                v => serde_json::from_value(v),
+            }) {
             Ok(c) => c,
             Err(e) => {
                 error!("{} - Invalid CONNECT: {e}", self.tag);
+                if !self.authed {
+                    return Err(self.auth_violation("unreadable CONNECT"));
+                }
                 self.send_err(&format!("Invalid CONNECT JSON: {e}"));
                 return Err(CloseReason::ProtocolViolation);
             }
         };
+        if self.server.auth.required() {
+            // Every CONNECT is checked, as nats-server does, not only the first.
+            let identity = self.authenticate(&parsed)?;
+            if !self.authed {
+                self.adopt(identity)?;
+            }
+        }
         let o = &mut self.opts;
         o.verbose = parsed.verbose.unwrap_or(o.verbose);
         o.pedantic = parsed.pedantic.unwrap_or(o.pedantic);
@@ -425,6 +706,63 @@ impl Connection {
         Ok(())
     }
 
+    /// Checks the CONNECT credentials; closes the connection when they fail.
+    fn authenticate(&mut self, connect: &ConnectOptions) -> Result<Identity, CloseReason> {
+        let server = self.server.clone();
+        let presented = Presented {
+            connect,
+            nonce: self.nonce.as_deref().unwrap_or_default().as_bytes(),
+            cert: self.peer_cert.as_ref(),
+        };
+        let check = || server.auth.authenticate(presented, &server.accounts);
+        let result = if server.auth.is_slow(connect)
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            // bcrypt takes milliseconds: let the runtime move other connections elsewhere.
+            tokio::task::block_in_place(check)
+        } else {
+            check()
+        };
+        result.map_err(|denied| self.auth_violation(&denied.0))
+    }
+
+    /// Takes on the identity a successful CONNECT proved.
+    fn adopt(&mut self, identity: Identity) -> Result<(), CloseReason> {
+        if !identity.account.add_connection() {
+            error!(
+                "{} - Maximum Account Connections Exceeded for account {:?}",
+                self.tag, identity.account.name
+            );
+            self.send_err("maximum account active connections exceeded");
+            return Err(CloseReason::MaxAccountConnectionsExceeded);
+        }
+        self.authed = true;
+        self.account = identity.account.clone();
+        self.cache = MatchCache::default();
+        if let Some(n) = identity.max_subscriptions {
+            self.max_subscriptions = self.max_subscriptions.min(n);
+        }
+        self.max_payload = identity.max_payload;
+        self.expires = identity.expires.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Instant::now() + left
+        });
+        self.permissions = identity.permissions.clone();
+        self.client
+            .set_identity(identity.account, identity.permissions, identity.user);
+        Ok(())
+    }
+
+    /// Tells the client `Authorization Violation` (never which part was wrong) and logs why.
+    fn auth_violation(&mut self, why: &str) -> CloseReason {
+        error!("{} - authentication error: {why}", self.tag);
+        self.send_err("Authorization Violation");
+        CloseReason::AuthenticationViolation
+    }
+
     fn publish(
         &mut self,
         subject: &[u8],
@@ -433,6 +771,29 @@ impl Connection {
         payload: &[u8],
         headers: bool,
     ) -> Result<(), CloseReason> {
+        if let Some(max) = self.max_payload {
+            if payload.len() > max {
+                error!("{} - Maximum Payload Violation", self.tag);
+                self.send_err("Maximum Payload Violation");
+                return Err(CloseReason::MaxPayloadExceeded);
+            }
+        }
+        if let Some(perms) = &self.permissions {
+            if perms.restricts_publish()
+                && !self.publish_check.allowed(perms, subject)
+                && !(perms.responses.is_some()
+                    && self
+                        .client
+                        .responses()
+                        .spend(subject, std::time::Instant::now()))
+            {
+                let subject = String::from_utf8_lossy(subject);
+                let text = format!("Permissions Violation for Publish to \"{subject}\"");
+                error!("{} - Publish Violation - {text}", self.tag);
+                self.send_err(&text);
+                return Ok(());
+            }
+        }
         if headers && !self.opts.headers {
             error!("{} - message headers not supported", self.tag);
             self.send_err("Message Headers Not Supported");
@@ -465,27 +826,18 @@ impl Connection {
 
     /// Delivers `msg` to every plain subscriber and one member of each queue group.
     fn route(&mut self, msg: &Message<'_>) {
-        let matches = self.cache.get(&self.server.sublist, msg.subject);
+        let matches = self.cache.get(&self.account.sublist, msg.subject);
         let mut out = Deliveries {
             server: &self.server,
+            account: &self.account,
+            hops: 0,
             publisher: self.client.id,
             echo: self.opts.echo,
             to_wake: &mut self.to_wake,
             stall_on: &mut self.stall_on,
             delivered: false,
         };
-        for sub in &matches.plain {
-            out.deliver(sub, msg);
-        }
-        for group in &matches.groups {
-            let n = group.members.len();
-            let start = fastrand::usize(..n);
-            for i in 0..n {
-                if out.deliver(&group.members[(start + i) % n], msg) {
-                    break;
-                }
-            }
-        }
+        out.deliver_all(matches, msg);
         if !out.delivered && self.opts.no_responders {
             if let Some(reply) = msg.reply {
                 self.no_responders(msg.subject, reply);
@@ -502,7 +854,7 @@ impl Connection {
             header_len: headers.len(),
             payload: &headers,
         };
-        let mine = self.server.sublist.matches(reply);
+        let mine = self.account.sublist.matches(reply);
         let own = mine
             .plain
             .iter()
@@ -525,7 +877,22 @@ impl Connection {
             self.send_err("Invalid Subject");
             return;
         }
-        let max = self.server.config.max_subscriptions;
+        if let Some(perms) = &self.permissions {
+            if !perms.may_subscribe(subject, queue) {
+                let subject = String::from_utf8_lossy(subject);
+                let text = match queue {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
+                        String::from_utf8_lossy(q)
+                    ),
+                    None => format!("Permissions Violation for Subscription to \"{subject}\""),
+                };
+                error!("{} - Subscription Violation - {text}", self.tag);
+                self.send_err(&text);
+                return;
+            }
+        }
+        let max = self.max_subscriptions;
         {
             let mut subs = self.client.subs();
             if subs.contains_key(sid) {
@@ -534,7 +901,7 @@ impl Connection {
                 self.ok();
                 return;
             }
-            if max > 0 && subs.len() >= max {
+            if subs.len() >= max {
                 drop(subs);
                 error!("{} - maximum subscriptions exceeded", self.tag);
                 self.send_err("maximum subscriptions exceeded");
@@ -542,7 +909,7 @@ impl Connection {
             }
             let sub = Arc::new(Subscription::new(self.client.clone(), subject, queue, sid));
             subs.insert(sub.sid.clone(), sub.clone());
-            self.server.sublist.insert(subject, queue, sub);
+            self.account.sublist.insert(subject, queue, sub);
         }
         self.ok();
     }
@@ -596,6 +963,9 @@ impl Connection {
             out.buf = BytesMut::new();
         }
         self.server.unregister(&self.client);
+        if self.authed && self.server.auth.required() {
+            self.account.remove_connection();
+        }
         match reason {
             CloseReason::SlowConsumerWriteDeadline => info!(
                 "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",

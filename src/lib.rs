@@ -6,6 +6,8 @@
 //! [`monitor`] answers nats-server's HTTP monitoring endpoints.
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -17,3 +19,4 @@ pub mod server;
 pub mod subject;
 pub mod sublist;
 pub mod subscription;
+pub mod tls;

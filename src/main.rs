@@ -125,35 +125,16 @@ async fn reopen_log_on_sigusr1() {
 
 /// Defaults, then the `-c` file if given, then the flags over both.
 fn load_config(options: &Options) -> Result<(Config, Vec<String>), String> {
-    if let Some(flag) = options
-        .reserved
-        .iter()
-        .find(|f| SECURITY_FLAGS.contains(&f.as_str()))
-    {
-        return Err(format!(
-            "{flag}: authentication and TLS are not supported yet; \
-             refusing to start without the protection it asks for"
-        ));
-    }
     let (mut config, warnings) = match &options.config {
         Some(path) => load_file(path)?,
         None => (Config::default(), Vec::new()),
     };
-    options.apply(&mut config);
+    options.apply(&mut config)?;
+    // Certificates, JWT signatures and the account graph are checked now, so that `-t` finds
+    // them and a bad one is reported before the server starts, never half-secure.
+    natter::server::Security::build(&config)?;
     Ok((config, warnings))
 }
-
-/// Reserved flags that ask for protection: an open server must not start in their place.
-const SECURITY_FLAGS: &[&str] = &[
-    "--user",
-    "--pass",
-    "--auth",
-    "--tls",
-    "--tlscert",
-    "--tlskey",
-    "--tlsverify",
-    "--tlscacert",
-];
 
 /// Reads a configuration file: the config and its warnings, or the error text (with position).
 fn load_file(path: &Path) -> Result<(Config, Vec<String>), String> {

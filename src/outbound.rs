@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
+use crate::account::Account;
+use crate::auth::permissions::{Permissions, Responses};
 use crate::subscription::Subscription;
 
 /// The most a receiver may fall behind before publishers pause for it.
@@ -44,6 +46,14 @@ pub enum CloseReason {
     ServerShutdown,
     /// `no_responders` without `headers`.
     NoRespondersRequiresHeaders,
+    /// Bad credentials, or none in time.
+    AuthenticationViolation,
+    /// Authenticated, but the account is full.
+    MaxAccountConnectionsExceeded,
+    /// The user's JWT expired.
+    AuthenticationExpired,
+    /// The TLS handshake failed.
+    TlsHandshakeError,
 }
 
 impl CloseReason {
@@ -61,6 +71,10 @@ impl CloseReason {
             CloseReason::WriteError => "Write Error",
             CloseReason::ServerShutdown => "Server Shutdown",
             CloseReason::NoRespondersRequiresHeaders => "No Responders Requires Headers",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::TlsHandshakeError => "TLS Handshake Failure",
         }
     }
 }
@@ -147,6 +161,10 @@ pub struct ClientSnapshot {
     pub num_subscriptions: usize,
     /// The client's subscriptions, when asked for (they cost a string each).
     pub subscriptions: Vec<SubSnapshot>,
+    /// The authenticated user, if the client authenticated as one.
+    pub user: Option<String>,
+    /// The client's account, once known.
+    pub account: Option<String>,
 }
 
 /// One subscription as `/connz?subs=detail` shows it.
@@ -194,6 +212,15 @@ pub struct Client {
     /// Publishers waiting in [`Client::caught_up`]; the writer signals only when there are any.
     stalled: AtomicUsize,
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
+    /// The account, set once the client is authenticated (at once when no auth is needed).
+    account: OnceLock<Arc<Account>>,
+    /// The user's permissions, when restricted: publishers consult them to filter denied
+    /// subjects out of wildcard subscriptions and to open reply permissions.
+    permissions: OnceLock<Arc<Permissions>>,
+    /// Reply subjects this client may answer (`allow_responses`).
+    responses: Mutex<Responses>,
+    /// The authenticated user, for monitoring.
+    user: OnceLock<String>,
 }
 
 impl Client {
@@ -226,7 +253,47 @@ impl Client {
             inflight: AtomicUsize::new(0),
             stalled: AtomicUsize::new(0),
             subs: Mutex::new(HashMap::new()),
+            account: OnceLock::new(),
+            permissions: OnceLock::new(),
+            responses: Mutex::new(Responses::default()),
+            user: OnceLock::new(),
         }
+    }
+
+    /// The client's account; `None` until it authenticated.
+    pub fn account(&self) -> Option<&Arc<Account>> {
+        self.account.get()
+    }
+
+    /// Records who the client authenticated as; only the first call counts.
+    pub fn set_identity(
+        &self,
+        account: Arc<Account>,
+        permissions: Option<Arc<Permissions>>,
+        user: Option<String>,
+    ) {
+        let _ = self.account.set(account);
+        if let Some(p) = permissions {
+            let _ = self.permissions.set(p);
+        }
+        if let Some(u) = user {
+            let _ = self.user.set(u);
+        }
+    }
+
+    /// The client's permissions, when restricted.
+    pub fn permissions(&self) -> Option<&Arc<Permissions>> {
+        self.permissions.get()
+    }
+
+    /// The authenticated user name, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(String::as_str)
+    }
+
+    /// Reply subjects the client may answer, locked.
+    pub fn responses(&self) -> MutexGuard<'_, Responses> {
+        self.responses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the client accepts `HMSG` (it said `headers: true` in CONNECT).
@@ -310,6 +377,8 @@ impl Client {
             version: meta.version,
             num_subscriptions,
             subscriptions,
+            user: self.user().map(str::to_string),
+            account: self.account().map(|a| a.name.clone()),
         }
     }
 

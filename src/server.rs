@@ -15,11 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::account::{Account, Accounts};
+use crate::auth::Authenticator;
 use crate::client;
 use crate::config::Config;
 use crate::outbound::{Client, ClientSnapshot, CloseReason};
 use crate::proto::encode;
-use crate::sublist::Sublist;
+use crate::sublist::SublistStats;
 use crate::subscription::Subscription;
 
 /// The nats-server release whose behaviour natter follows; sent as INFO's `version` because
@@ -51,8 +53,12 @@ pub struct ServerState {
     pub name: String,
     /// The port actually bound (differs from the configured one for `-p -1`).
     pub port: u16,
-    /// The routing table.
-    pub sublist: Sublist<Subscription>,
+    /// Every account, each with its own routing table.
+    pub accounts: Accounts,
+    /// Checks credentials.
+    pub auth: Authenticator,
+    /// TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open connections by id.
     pub clients: DashMap<u64, Arc<Client>>,
     /// When the server started.
@@ -102,19 +108,67 @@ struct Info<'a> {
     client_id: u64,
     client_ip: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     ldm: bool,
     natter_version: &'a str,
 }
 
+/// The security pieces built from the configuration: accounts with their imports wired,
+/// the credential checks, and TLS.
+pub struct Security {
+    /// Every account.
+    pub accounts: Accounts,
+    /// The credential checks.
+    pub auth: Authenticator,
+    /// TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Security {
+    /// Builds and checks everything `config.security` asks for; an error names what is wrong,
+    /// and the server must not start with it.
+    pub fn build(config: &Config) -> Result<Security, String> {
+        let sec = &config.security;
+        let accounts = match &sec.operator {
+            Some(op) => {
+                crate::auth::operator::accounts(op).map_err(|e| format!("{}: {e}", op.pos))?
+            }
+            None => Accounts::from_config(&sec.accounts).map_err(|e| e.0)?,
+        };
+        let mut auth = Authenticator::new(sec, &accounts)?;
+        if sec.auth_timeout.is_none() {
+            auth.timeout = config.auth_timeout;
+        }
+        let tls = match &sec.tls {
+            Some(t) => Some(crate::tls::server_config(t).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Security {
+            accounts,
+            auth,
+            tls,
+        })
+    }
+}
+
 impl ServerState {
-    fn new(config: Config, port: u16) -> Self {
+    fn new(config: Config, port: u16, security: Security) -> Self {
         let id = server_id();
         ServerState {
+            accounts: security.accounts,
+            auth: security.auth,
+            tls: security.tls,
             name: config.server_name.clone().unwrap_or_else(|| id.clone()),
             id,
             port,
             config,
-            sublist: Sublist::new(),
             clients: DashMap::new(),
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -132,6 +186,13 @@ impl ServerState {
 
     /// The INFO JSON for connection `client_id` from `ip`.
     pub fn info_json(&self, client_id: u64, ip: IpAddr) -> Vec<u8> {
+        self.info_json_with_nonce(client_id, ip, None)
+    }
+
+    /// The INFO JSON for connection `client_id` from `ip`, carrying `nonce` for the client to
+    /// sign.
+    pub fn info_json_with_nonce(&self, client_id: u64, ip: IpAddr, nonce: Option<&str>) -> Vec<u8> {
+        let tls = self.config.security.tls.as_ref();
         let info = Info {
             server_id: &self.id,
             server_name: &self.name,
@@ -143,6 +204,10 @@ impl ServerState {
             max_payload: self.config.max_payload,
             client_id,
             client_ip: ip.to_string(),
+            auth_required: self.auth.required(),
+            tls_required: tls.is_some(),
+            tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
+            nonce,
             ldm: self.lame_duck.load(Ordering::Relaxed),
             natter_version: VERSION,
         };
@@ -164,22 +229,36 @@ impl ServerState {
         );
     }
 
+    /// The account `client` routes in (the global one until it authenticated).
+    pub fn account_of<'a>(&'a self, client: &'a Client) -> &'a Arc<Account> {
+        client.account().unwrap_or(self.accounts.global())
+    }
+
     /// Removes a subscription from the routing table and from its connection.
     pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
-        self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
-        let mut subs = sub.client.subs();
-        if subs.get(&sub.sid).is_some_and(|s| Arc::ptr_eq(s, sub)) {
-            subs.remove(&sub.sid);
-        }
+        self.account_of(&sub.client).remove(sub);
     }
 
     /// Takes every subscription of `client` out of the routing table.
     pub fn remove_subscriptions(&self, client: &Client) {
         // Take the map itself, not its entries, so its allocation goes too.
         let subs = std::mem::take(&mut *client.subs());
+        let account = self.account_of(client);
         for sub in subs.values() {
-            self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+            account
+                .sublist
+                .remove(&sub.subject, sub.queue.as_deref(), sub);
         }
+    }
+
+    /// Subscriptions across all accounts.
+    pub fn subscription_count(&self) -> usize {
+        self.accounts.subscription_count()
+    }
+
+    /// Routing-table statistics across all accounts.
+    pub fn sublist_stats(&self) -> SublistStats {
+        self.accounts.sublist_stats()
     }
 
     /// Forgets a closed connection, keeping its counters in the totals.
@@ -246,9 +325,11 @@ impl Server {
     /// Binds the client port and writes the pid and ports files; the server is reachable (the
     /// kernel queues connections) but serves nobody until [`Server::serve`].
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let security =
+            Security::build(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(ServerState::new(config, addr.port()));
+        let state = Arc::new(ServerState::new(config, addr.port(), security));
         info!("Starting natter");
         info!("  Version:  {VERSION} (nats-server {COMPAT_VERSION} compatible)");
         info!("  Name:     {}", state.name);

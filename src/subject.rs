@@ -70,6 +70,36 @@ pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether every subject `inner` matches is also matched by `outer` (both may hold wildcards):
+/// `foo.*` is within `foo.>` and `>`, but not within `foo.bar`.
+pub fn is_subset(inner: &[u8], outer: &[u8]) -> bool {
+    let mut out = outer.split(|&b| b == SEP);
+    let mut inn = inner.split(|&b| b == SEP);
+    loop {
+        match (out.next(), inn.next()) {
+            (Some(o), Some(_)) if o == FWC => return true,
+            (Some(o), Some(i)) if o == PWC && i != FWC => continue,
+            (Some(o), Some(i)) if o == i && i != PWC && i != FWC => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some literal subject is matched by both patterns.
+pub fn intersects(a: &[u8], b: &[u8]) -> bool {
+    let mut x = a.split(|&c| c == SEP);
+    let mut y = b.split(|&c| c == SEP);
+    loop {
+        match (x.next(), y.next()) {
+            (Some(p), Some(_)) | (Some(_), Some(p)) if p == FWC => return true,
+            (Some(p), Some(q)) if p == PWC || q == PWC || p == q => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +162,28 @@ mod tests {
         assert!(matches(b"*.b", b"a.b"));
         assert!(!matches(b"a.b", b"a.c"));
         assert!(!matches(b"a", b"a.b"));
+    }
+
+    #[test]
+    fn subsets() {
+        assert!(is_subset(b"foo.*", b"foo.>"));
+        assert!(is_subset(b"foo.*", b">"));
+        assert!(is_subset(b"foo.bar", b"foo.*"));
+        assert!(is_subset(b"foo.>", b"foo.>"));
+        assert!(!is_subset(b"foo.>", b"foo.*"));
+        assert!(!is_subset(b"foo.*", b"foo.bar"));
+        assert!(!is_subset(b">", b"foo.>"));
+        assert!(!is_subset(b"foo", b"foo.>"));
+        assert!(!is_subset(b"foo.bar.baz", b"foo.*"));
+    }
+
+    #[test]
+    fn intersections() {
+        assert!(intersects(b">", b"secret.x"));
+        assert!(intersects(b"a.*", b"*.b"));
+        assert!(intersects(b"a.>", b"a.b.c"));
+        assert!(!intersects(b"a.*", b"b.*"));
+        assert!(!intersects(b"a.*", b"a.b.c"));
+        assert!(!intersects(b"a", b"a.>"));
     }
 }

@@ -57,6 +57,25 @@ pub struct SublistStats {
     pub avg_fanout: f64,
 }
 
+impl SublistStats {
+    /// Adds another table's counters (the averages weighted by cache entries).
+    pub fn add(&mut self, other: &SublistStats) {
+        let entries = self.cache_entries + other.cache_entries;
+        if entries > 0 {
+            self.avg_fanout = (self.avg_fanout * self.cache_entries as f64
+                + other.avg_fanout * other.cache_entries as f64)
+                / entries as f64;
+        }
+        self.count += other.count;
+        self.cache_entries = entries;
+        self.inserts += other.inserts;
+        self.removes += other.removes;
+        self.matches += other.matches;
+        self.cache_hits += other.cache_hits;
+        self.max_fanout = self.max_fanout.max(other.max_fanout);
+    }
+}
+
 /// A match result shared by every cache that looked the subject up, until a SUB/UNSUB that
 /// could change it marks it stale.
 pub struct Cached<T> {

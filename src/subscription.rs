@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::account::Forward;
 use crate::outbound::Client;
 
 /// One `SUB`, owned by its connection and shared with the routing table.
@@ -18,6 +19,9 @@ pub struct Subscription {
     pub queue: Option<Bytes>,
     /// The client's id for this subscription, echoed in every `MSG`.
     pub sid: Bytes,
+    /// Set for an account import's forwarding subscription: what it matches is re-published
+    /// into another account rather than written to `client`.
+    pub forward: Option<Box<Forward>>,
     max: AtomicU64,
     delivered: AtomicU64,
 }
@@ -41,6 +45,7 @@ impl Subscription {
             subject: Bytes::copy_from_slice(subject),
             queue: queue.map(Bytes::copy_from_slice),
             sid: Bytes::copy_from_slice(sid),
+            forward: None,
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }

@@ -4,14 +4,16 @@
 //! Option names match case-insensitively, as in nats-server. Keys nats-server knows but natter
 //! does not act on yet, and unknown keys, are [`Warning`]s rather than errors (nats-server
 //! rejects unknown keys only in pedantic mode and with `-t`). A bad value is a [`ConfigError`]
-//! naming file, line and key.
+//! naming file, line and key. The security keys (`authorization`, `accounts`, `tls`,
+//! `operator`, ...) are read by [`security::parse`], which is stricter: unknown keys inside
+//! them, and settings natter cannot honour without serving more than asked, are errors.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::parse::{parse_file, ConfigError, Entry, Map, Pos, Value};
-use super::{Config, DEFAULT_PORT};
+use super::{security, Config, DEFAULT_PORT};
 
 /// Largest `max_payload` and `max_control_line` nats-server accepts ("value is too big").
 const MAX_I32_SIZE: i64 = i32::MAX as i64;
@@ -21,20 +23,6 @@ const LARGE_PAYLOAD: i64 = 8 * 1024 * 1024;
 
 /// The shortest lame-duck duration nats-server accepts.
 const MIN_LAME_DUCK: Duration = Duration::from_secs(30);
-
-/// Keys that ask for protection natter cannot give yet. Ignoring them would start an open
-/// server where the operator asked for a closed one, so they are errors, not warnings.
-const SECURITY: &[&str] = &[
-    "accounts",
-    "authorization",
-    "operator",
-    "operators",
-    "resolver",
-    "tls",
-    "trusted",
-    "trusted_keys",
-    "trusted_operators",
-];
 
 /// Top-level keys nats-server 2.15 accepts that natter does not act on yet.
 const NOT_SUPPORTED: &[&str] = &[
@@ -60,7 +48,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "max_closed_clients",
     "max_traced_msg_len",
     "mqtt",
-    "no_auth_user",
     "no_header_support",
     "no_sublist_cache",
     "no_sys_acc",
@@ -73,20 +60,12 @@ const NOT_SUPPORTED: &[&str] = &[
     "proxies",
     "reconnect_error_reports",
     "remote_syslog",
-    "account_resolver",
-    "accounts_resolver",
-    "resolver_pinned_accounts",
-    "resolver_preload",
     "resolver_tls",
-    "root_operator",
-    "root_operators",
     "server_metadata",
     "server_tags",
     "store_dir",
     "storedir",
     "syslog",
-    "system",
-    "system_account",
     "trace_headers",
     "trace_verbose",
     "websocket",
@@ -132,6 +111,7 @@ pub fn apply(map: &Map, config: &mut Config) -> Result<Vec<Warning>, ConfigError
     for entry in map {
         apply_entry(entry, config, &mut warnings)?;
     }
+    config.security = security::parse(map, &mut warnings)?;
     // Checked once all keys are in, since their order in the file does not matter.
     if u64::from(config.max_payload) > config.max_pending {
         let message = format!(
@@ -240,13 +220,8 @@ fn apply_entry(e: &Entry, c: &mut Config, warnings: &mut Vec<Warning>) -> Result
         "trace" => c.log.trace = boolean(e)?,
         "logtime" => c.log.time = boolean(e)?,
         "logtime_utc" => c.log.time_utc = boolean(e)?,
-        name if SECURITY.contains(&name) => {
-            return Err(fail(
-                e,
-                "authentication, authorization and TLS are not supported by natter yet; \
-                 refusing to start without the protection this asks for",
-            ))
-        }
+        // Read together by `security::parse`, since they refer to each other.
+        name if security::KEYS.contains(&name) => {}
         name if NOT_SUPPORTED.contains(&name) => warn(format!(
             "{:?} is not supported by natter yet, ignored",
             e.key
@@ -258,18 +233,18 @@ fn apply_entry(e: &Entry, c: &mut Config, warnings: &mut Vec<Warning>) -> Result
     Ok(())
 }
 
-fn fail(e: &Entry, message: impl fmt::Display) -> ConfigError {
+pub(crate) fn fail(e: &Entry, message: impl fmt::Display) -> ConfigError {
     ConfigError::at(&e.pos, format!("{}: {message}", e.key))
 }
 
-fn expected(e: &Entry, what: &str) -> ConfigError {
+pub(crate) fn expected(e: &Entry, what: &str) -> ConfigError {
     fail(
         e,
         format!("expected {what}, got {}", e.item.value.describe()),
     )
 }
 
-fn int(e: &Entry) -> Result<i64, ConfigError> {
+pub(crate) fn int(e: &Entry) -> Result<i64, ConfigError> {
     match e.item.value {
         Value::Int(n) => Ok(n),
         _ => Err(expected(e, "an integer")),
@@ -290,14 +265,14 @@ fn size(e: &Entry, max: i64) -> Result<i64, ConfigError> {
     Ok(n)
 }
 
-fn string(e: &Entry) -> Result<&str, ConfigError> {
+pub(crate) fn string(e: &Entry) -> Result<&str, ConfigError> {
     match &e.item.value {
         Value::String(s) => Ok(s),
         _ => Err(expected(e, "a string")),
     }
 }
 
-fn boolean(e: &Entry) -> Result<bool, ConfigError> {
+pub(crate) fn boolean(e: &Entry) -> Result<bool, ConfigError> {
     match e.item.value {
         Value::Bool(b) => Ok(b),
         _ => Err(expected(e, "true or false")),
@@ -718,18 +693,35 @@ mod tests {
     }
 
     #[test]
-    fn security_keys_refuse_to_start_open() {
-        for key in [
-            "authorization { token: s3cret }",
-            "tls { cert_file: a }",
-            "accounts {}",
+    fn security_keys_are_read() {
+        let c =
+            config("port: 4222\nauthorization { token: s3cret, timeout: 3 }\nno_auth_user: \"\"\n");
+        assert!(c.security.token.is_some());
+        assert_eq!(c.security.auth_timeout, Some(Duration::from_secs(3)));
+        let c = config("accounts { A: { users: [{user: a, pass: a}] } }\nsystem_account: A\n");
+        assert_eq!(c.security.users[0].account, "A");
+        assert_eq!(c.security.system_account.as_deref(), Some("A"));
+        // Still errors, with position and key, for what cannot be honoured.
+        for (src, piece) in [
+            ("tls { cert_file: a }", "tls: missing 'key_file'"),
+            (
+                "authorization { token: s3cret, bogus: 1 }",
+                "bogus: unknown field",
+            ),
+            ("trusted: OABC", "refusing to start"),
         ] {
-            let err = apply_str(&format!("port: 4222\n{key}\n"))
+            let err = apply_str(&format!("port: 4222\n{src}\n"))
                 .unwrap_err()
                 .to_string();
-            assert!(err.starts_with("/etc/natter.conf:2:1: "), "{err}");
-            assert!(err.contains("refusing to start"), "{err}");
+            assert!(err.starts_with("/etc/natter.conf:2:"), "{err}");
+            assert!(err.contains(piece), "{err}");
         }
+        // Keys left to security::parse are not reported as unknown or unsupported.
+        let w = warnings("no_auth_user: \"\"\nsystem_account: \"$SYS\"\nresolver: MEMORY\n");
+        assert_eq!(
+            w,
+            ["/etc/natter.conf:3: resolver is ignored without `operator`"]
+        );
     }
 
     #[test]
@@ -781,10 +773,33 @@ mod tests {
     #[test]
     fn shipped_example_configs_load_cleanly() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
-        for name in ["natter.conf", "include-example.conf"] {
+        for name in [
+            "natter.conf",
+            "include-example.conf",
+            "auth-token.conf",
+            "auth-users.conf",
+            "auth-nkeys.conf",
+            "accounts.conf",
+            "operator.conf",
+        ] {
             let (c, w) = load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
             assert!(w.is_empty(), "{name}: {w:?}");
             assert_eq!(c.config_file, Some(dir.join(name)));
         }
+        // tls.conf names certificate files relative to the working directory; point it at
+        // freshly made ones.
+        let certs = std::env::temp_dir().join(format!("natter-conf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&certs).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(certs.join("server-cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(certs.join("server-key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        let text = std::fs::read_to_string(dir.join("tls.conf")).unwrap();
+        let text = text.replace("\"certs/", &format!("\"{}/", certs.display()));
+        let (c, w) = apply_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.is_empty(), "tls.conf: {w:?}");
+        let tls = c.security.tls.unwrap();
+        assert_eq!(tls.cert_file, certs.join("server-cert.pem"));
+        assert_eq!(tls.timeout, Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&certs);
     }
 }

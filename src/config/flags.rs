@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use super::security::{self, Security, Tls, User, GLOBAL_ACCOUNT};
 use super::{Config, DEFAULT_PORT};
 
 /// The text `-h`/`--help` prints, laid out as nats-server's usage.
@@ -43,10 +44,21 @@ Logging Options:
     -DV                              Debug and trace
     -DVV                             Debug and verbose trace
 
+Authorization Options:
+        --user <user>                User required for connections
+        --pass <password>            Password required for connections
+        --auth <token>               Authorization token required for connections
+
+TLS Options:
+        --tls                        Enable TLS, do not verify clients (default: false)
+        --tlscert <file>             Server certificate file
+        --tlskey <file>              Private key for server certificate
+        --tlsverify                  Enable TLS, verify client certificates
+        --tlscacert <file>           Client certificate CA for verification
+
 Accepted for nats-server compatibility, not supported yet (a warning is logged):
     -s, --syslog, -r, --remote_syslog, --log_size_limit, --max_traced_msg_len,
     -ms, --https_port, -js, --jetstream, -sd, --store_dir,
-    --user, --pass, --auth, --tls, --tlscert, --tlskey, --tlsverify, --tlscacert,
     --routes, --cluster, --cluster_name, --no_advertise, --cluster_advertise,
     --connect_retries, --cluster_listen, --client_advertise, --profile
 
@@ -69,14 +81,6 @@ const RESERVED: &[(&str, &[&str], bool)] = &[
     ("https_port", &["ms"], true),
     ("jetstream", &["js"], false),
     ("store_dir", &["sd"], true),
-    ("user", &[], true),
-    ("pass", &[], true),
-    ("auth", &[], true),
-    ("tls", &[], false),
-    ("tlscert", &[], true),
-    ("tlskey", &[], true),
-    ("tlsverify", &[], false),
-    ("tlscacert", &[], true),
     ("routes", &[], true),
     ("cluster", &[], true),
     ("cluster_name", &[], true),
@@ -239,6 +243,32 @@ pub struct Options {
     /// `--max_payload`: largest payload accepted, in bytes (natter extra; `1MB` style sizes too).
     #[arg(long = "max_payload", value_name = "size", value_parser = parse_size)]
     pub max_payload: Option<u32>,
+    /// `--user`: the one user allowed to connect (with `--pass`).
+    #[arg(long = "user", value_name = "user")]
+    pub user: Option<String>,
+    /// `--pass`: that user's password (plain, or a bcrypt hash).
+    #[arg(long = "pass", value_name = "password")]
+    pub pass: Option<String>,
+    /// `--auth`: the token clients must present.
+    #[arg(long = "auth", value_name = "token")]
+    pub auth: Option<String>,
+    /// `--tls`: serve TLS (needs `--tlscert` and `--tlskey` or a `tls` block).
+    #[arg(long = "tls", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub tls: Option<bool>,
+    /// `--tlscert`: the server certificate (PEM).
+    #[arg(long = "tlscert", value_name = "file")]
+    pub tls_cert: Option<PathBuf>,
+    /// `--tlskey`: the server certificate's private key (PEM).
+    #[arg(long = "tlskey", value_name = "file")]
+    pub tls_key: Option<PathBuf>,
+    /// `--tlscacert`: CA certificates client certificates must chain to (PEM).
+    #[arg(long = "tlscacert", value_name = "file")]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// `--tlsverify`: serve TLS and require verified client certificates.
+    #[arg(long = "tlsverify", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub tls_verify: Option<bool>,
     /// `-h`/`--help`.
     #[arg(long = "help", alias = "h", action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", default_value = "false",
@@ -255,8 +285,10 @@ pub struct Options {
 }
 
 impl Options {
-    /// Overrides `cfg` with every flag that was given, as nats-server lets flags win over the file.
-    pub fn apply(&self, cfg: &mut Config) {
+    /// Overrides `cfg` with every flag that was given, as nats-server lets flags win over the
+    /// file. Fails when the security flags cannot be honoured as given (see
+    /// [`Options::apply_security`]); the config must then not be used.
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), String> {
         if let Some(addr) = &self.addr {
             cfg.host = addr.clone();
         }
@@ -282,6 +314,124 @@ impl Options {
             cfg.max_payload = size;
         }
         self.apply_log(cfg);
+        self.apply_security(&mut cfg.security)
+    }
+
+    /// The security half of [`Options::apply`]:
+    ///
+    /// * `--user U --pass P` replace the users of `authorization` (the single user or the
+    ///   `users` list) with U in the global account. They cannot be combined with users in
+    ///   `accounts`, with a token (file or `--auth`) or with operator mode, and each needs the
+    ///   other (nats-server would start an open server for a lone `--pass`).
+    /// * `--auth T` replaces the configured token; it cannot be combined with users or operator
+    ///   mode.
+    /// * `--tls`, `--tlscert`, `--tlskey`, `--tlscacert` and `--tlsverify` switch TLS on and
+    ///   override the `tls` block's fields one by one (`--tlsverify` also requires client
+    ///   certificates); certificate and key are then required and checked. `--tls=false` and
+    ///   `--tlsverify=false` change nothing: flags never loosen a configured `tls` block.
+    /// * `no_auth_user` must still name a user afterwards.
+    pub fn apply_security(&self, sec: &mut Security) -> Result<(), String> {
+        match (&self.user, &self.pass) {
+            (Some(user), Some(pass)) => {
+                if user.is_empty() {
+                    return Err("--user must not be empty".into());
+                }
+                if sec.operator.is_some() {
+                    return Err("--user/--pass cannot be used in operator mode".into());
+                }
+                if sec.users.iter().any(|u| u.account != GLOBAL_ACCOUNT) {
+                    return Err("--user/--pass cannot be combined with users in accounts".into());
+                }
+                if sec.token.is_some() || self.auth.is_some() {
+                    return Err("--user/--pass cannot be combined with a token".into());
+                }
+                let password = security::secret(pass).map_err(|err| format!("--pass: {err}"))?;
+                sec.users = vec![User {
+                    name: user.clone(),
+                    password: Some(password),
+                    nkey: false,
+                    permissions: None,
+                    account: GLOBAL_ACCOUNT.to_string(),
+                    pos: None,
+                }];
+            }
+            (Some(_), None) => return Err("--user needs --pass".into()),
+            (None, Some(_)) => return Err("--pass needs --user".into()),
+            (None, None) => {}
+        }
+        if let Some(token) = &self.auth {
+            if token.is_empty() {
+                return Err("--auth must not be empty".into());
+            }
+            if sec.operator.is_some() {
+                return Err("--auth cannot be used in operator mode".into());
+            }
+            if !sec.users.is_empty() {
+                return Err("--auth cannot be combined with configured users".into());
+            }
+            sec.token = Some(security::secret(token).map_err(|err| format!("--auth: {err}"))?);
+        }
+        if let Some(name) = &sec.no_auth_user {
+            if !sec.users.iter().any(|u| &u.name == name) {
+                return Err(format!(
+                    "no_auth_user {name:?} is not a user once --user replaced the configured ones"
+                ));
+            }
+        }
+        self.apply_tls(sec)
+    }
+
+    /// The TLS flags of [`Options::apply_security`].
+    fn apply_tls(&self, sec: &mut Security) -> Result<(), String> {
+        let on = |flag: Option<bool>| flag == Some(true);
+        let given = on(self.tls)
+            || on(self.tls_verify)
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca_cert.is_some();
+        if !given {
+            return Ok(());
+        }
+        let mut tls = sec.tls.take().unwrap_or(Tls {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            ca_file: None,
+            verify: false,
+            verify_and_map: false,
+            timeout: security::DEFAULT_TLS_TIMEOUT,
+            handshake_first: false,
+            handshake_first_fallback: None,
+            pos: None,
+        });
+        if let Some(path) = &self.tls_cert {
+            tls.cert_file = path.clone();
+        }
+        if let Some(path) = &self.tls_key {
+            tls.key_file = path.clone();
+        }
+        if let Some(path) = &self.tls_ca_cert {
+            tls.ca_file = Some(path.clone());
+        }
+        if on(self.tls_verify) {
+            tls.verify = true;
+        }
+        if tls.cert_file.as_os_str().is_empty() {
+            return Err("TLS needs a server certificate (--tlscert or tls { cert_file })".into());
+        }
+        if tls.key_file.as_os_str().is_empty() {
+            return Err(
+                "TLS needs the certificate's private key (--tlskey or tls { key_file })".into(),
+            );
+        }
+        security::check_certificates(&tls.cert_file)
+            .map_err(|err| format!("TLS certificate: {err}"))?;
+        security::check_private_key(&tls.key_file).map_err(|err| format!("TLS key: {err}"))?;
+        if let Some(ca) = &tls.ca_file {
+            security::check_certificates(ca)
+                .map_err(|err| format!("TLS CA certificates: {err}"))?;
+        }
+        sec.tls = Some(tls);
+        Ok(())
     }
 
     /// The logging half of [`Options::apply`]. `-DV`, `-VV` and `-DVV` only ever switch levels on.
@@ -521,7 +671,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         let mut cfg = Config::default();
-        run(args).apply(&mut cfg);
+        run(args).apply(&mut cfg).unwrap();
         cfg
     }
 
@@ -642,7 +792,7 @@ mod tests {
         cfg.log.debug = true;
         cfg.port = 1234;
         cfg.host = "h".into();
-        run(&["-D=false", "--logtime=0"]).apply(&mut cfg);
+        run(&["-D=false", "--logtime=0"]).apply(&mut cfg).unwrap();
         assert!(!cfg.log.debug && !cfg.log.time);
         assert_eq!((cfg.port, cfg.host.as_str()), (1234, "h"));
     }
@@ -655,11 +805,11 @@ mod tests {
     #[test]
     fn monitoring_port_flag() {
         let mut cfg = Config::default();
-        run(&["-m", "8222"]).apply(&mut cfg);
+        run(&["-m", "8222"]).apply(&mut cfg).unwrap();
         assert_eq!(cfg.http_port, Some(8222));
-        run(&["--http_port=-1"]).apply(&mut cfg);
+        run(&["--http_port=-1"]).apply(&mut cfg).unwrap();
         assert_eq!(cfg.http_port, Some(0), "-1 is a random port");
-        run(&["-m", "0"]).apply(&mut cfg);
+        run(&["-m", "0"]).apply(&mut cfg).unwrap();
         assert_eq!(cfg.http_port, None, "0 is off");
     }
 
@@ -743,6 +893,199 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("5GB").is_err());
         assert!(parse_size("MB").is_err());
+    }
+
+    fn try_config(args: &[&str], start: Config) -> Result<Config, String> {
+        let mut cfg = start;
+        run(args).apply(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    fn file_security(src: &str) -> Config {
+        let map = crate::config::parse::parse_str(src, std::path::Path::new("/x.conf")).unwrap();
+        let mut cfg = Config::default();
+        crate::config::file::apply(&map, &mut cfg).unwrap();
+        cfg
+    }
+
+    /// A self-signed certificate and its key, written once for these tests.
+    fn cert_files() -> &'static (String, String) {
+        static FILES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        FILES.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("natter-flags-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            (cert.to_str().unwrap().into(), key.to_str().unwrap().into())
+        })
+    }
+
+    #[test]
+    fn user_and_pass_flags() {
+        use crate::config::security::{Secret, GLOBAL_ACCOUNT};
+        let cfg = config(&["--user", "u", "--pass", "p"]);
+        let users = &cfg.security.users;
+        assert_eq!(users.len(), 1);
+        assert_eq!(
+            (users[0].name.as_str(), users[0].account.as_str()),
+            ("u", GLOBAL_ACCOUNT)
+        );
+        assert_eq!(users[0].password, Some(Secret::Plain("p".into())));
+        assert!(cfg.security.auth_required());
+        let hash = bcrypt::hash("p", 4).unwrap();
+        let cfg = config(&["--user=u", &format!("--pass={hash}")]);
+        assert_eq!(cfg.security.users[0].password, Some(Secret::Bcrypt(hash)));
+        // They replace the authorization users of the file (nats-server keeps a `users` list
+        // and ignores the flags; natter lets flags win, as for every other option).
+        let file =
+            file_security("authorization { users: [{user: a, pass: a}, {user: b, pass: b}] }");
+        let cfg = try_config(&["--user", "u", "--pass", "p"], file).unwrap();
+        assert_eq!(cfg.security.users.len(), 1);
+        assert_eq!(cfg.security.users[0].name, "u");
+    }
+
+    #[test]
+    fn user_and_pass_flag_errors() {
+        let e = |args: &[&str], start: Config| try_config(args, start).unwrap_err();
+        assert_eq!(
+            e(&["--user", "u"], Config::default()),
+            "--user needs --pass"
+        );
+        assert_eq!(
+            e(&["--pass", "p"], Config::default()),
+            "--pass needs --user"
+        );
+        assert!(e(
+            &["--user", "u", "--pass", "$2a$11$bogus"],
+            Config::default()
+        )
+        .starts_with("--pass: malformed bcrypt hash"));
+        assert!(e(
+            &["--user", "u", "--pass", "p", "--auth", "t"],
+            Config::default()
+        )
+        .contains("cannot be combined with a token"));
+        let accounts = file_security("accounts { A: { users: [{user: a, pass: a}] } }");
+        assert!(e(&["--user", "u", "--pass", "p"], accounts.clone())
+            .contains("cannot be combined with users in accounts"));
+        let token = file_security("authorization { token: t }");
+        assert!(e(&["--user", "u", "--pass", "p"], token).contains("with a token"));
+        let no_auth =
+            file_security("authorization { users: [{user: a, pass: a}] }\nno_auth_user: a");
+        assert!(e(&["--user", "u", "--pass", "p"], no_auth)
+            .contains("no_auth_user \"a\" is not a user"));
+        assert!(e(&["--auth", "t"], accounts)
+            .contains("--auth cannot be combined with configured users"));
+        assert_eq!(
+            e(&["--auth="], Config::default()),
+            "--auth must not be empty"
+        );
+    }
+
+    #[test]
+    fn auth_flag_sets_the_token() {
+        use crate::config::security::Secret;
+        let cfg = config(&["--auth", "s3cr3t"]);
+        assert_eq!(cfg.security.token, Some(Secret::Plain("s3cr3t".into())));
+        let cfg = try_config(
+            &["--auth", "new"],
+            file_security("authorization { token: old, timeout: 3 }"),
+        )
+        .unwrap();
+        assert_eq!(cfg.security.token, Some(Secret::Plain("new".into())));
+        assert_eq!(
+            cfg.security.auth_timeout,
+            Some(std::time::Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn tls_flags() {
+        let (cert, key) = cert_files();
+        let cfg = config(&["--tlscert", cert, "--tlskey", key]);
+        let tls = cfg.security.tls.unwrap();
+        assert_eq!(
+            (tls.cert_file.to_str(), tls.key_file.to_str()),
+            (Some(cert.as_str()), Some(key.as_str()))
+        );
+        assert!(!tls.verify && tls.ca_file.is_none());
+        assert_eq!(tls.timeout, std::time::Duration::from_secs(2));
+        let cfg = config(&[
+            "--tlsverify",
+            "--tlscert",
+            cert,
+            "--tlskey",
+            key,
+            "--tlscacert",
+            cert,
+        ]);
+        let tls = cfg.security.tls.unwrap();
+        assert!(tls.verify);
+        assert_eq!(
+            tls.ca_file.as_deref().and_then(|p| p.to_str()),
+            Some(cert.as_str())
+        );
+        // Flags override the block field by field; its other settings stay.
+        let file = file_security(&format!(
+            "tls {{ cert_file: \"{cert}\", key_file: \"{key}\", timeout: 5, verify: true }}"
+        ));
+        let cfg = try_config(&["--tls", "--tlscacert", cert, "--tlsverify=false"], file).unwrap();
+        let tls = cfg.security.tls.unwrap();
+        assert!(tls.verify, "flags never loosen the file");
+        assert_eq!(tls.timeout, std::time::Duration::from_secs(5));
+        assert!(tls.ca_file.is_some());
+        assert_eq!(config(&["--tls=false"]).security.tls, None);
+    }
+
+    #[test]
+    fn tls_flag_errors() {
+        let (cert, key) = cert_files();
+        let e = |args: &[&str]| try_config(args, Config::default()).unwrap_err();
+        assert!(e(&["--tls"]).contains("TLS needs a server certificate"));
+        assert!(e(&["--tlsverify"]).contains("TLS needs a server certificate"));
+        assert!(e(&["--tlscacert", cert]).contains("TLS needs a server certificate"));
+        assert!(e(&["--tlscert", cert]).contains("TLS needs the certificate's private key"));
+        assert!(e(&["--tlskey", key]).contains("TLS needs a server certificate"));
+        assert!(
+            e(&["--tls", "--tlscert", "/nonexistent.pem", "--tlskey", key])
+                .starts_with("TLS certificate: cannot read /nonexistent.pem")
+        );
+        assert!(e(&["--tls", "--tlscert", cert, "--tlskey", cert]).starts_with("TLS key: "));
+        assert!(e(&[
+            "--tls",
+            "--tlscert",
+            cert,
+            "--tlskey",
+            key,
+            "--tlscacert",
+            key
+        ])
+        .starts_with("TLS CA certificates: "));
+    }
+
+    #[test]
+    fn usage_lists_security_flags() {
+        for flag in [
+            "--user <user>",
+            "--pass <password>",
+            "--auth <token>",
+            "--tls ",
+            "--tlscert <file>",
+            "--tlskey <file>",
+            "--tlsverify ",
+            "--tlscacert <file>",
+        ] {
+            assert!(USAGE.contains(flag), "{flag}");
+        }
+        assert!(
+            !RESERVED
+                .iter()
+                .any(|(long, _, _)| long.starts_with("tls")
+                    || ["user", "pass", "auth"].contains(long))
+        );
     }
 
     #[test]

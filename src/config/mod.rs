@@ -5,6 +5,7 @@
 pub mod file;
 pub mod flags;
 pub mod parse;
+pub mod security;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -73,6 +74,8 @@ pub struct Config {
     pub ports_file_dir: Option<PathBuf>,
     /// The configuration file this config was read from, if any.
     pub config_file: Option<PathBuf>,
+    /// Authentication, authorization, accounts and TLS.
+    pub security: security::Security,
 }
 
 /// Where and how much to log.
@@ -133,6 +136,7 @@ impl Default for Config {
             pid_file: None,
             ports_file_dir: None,
             config_file: None,
+            security: security::Security::default(),
         }
     }
 }

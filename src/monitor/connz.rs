@@ -105,6 +105,8 @@ pub struct ConnzQuery {
     offset: usize,
     limit: usize,
     cid: Option<u64>,
+    /// `auth=true`: show the authenticated user and account.
+    auth: bool,
     /// `state=closed`: natter keeps no closed connections, so the list is empty.
     closed_only: bool,
 }
@@ -137,6 +139,7 @@ impl ConnzQuery {
             _ => DEFAULT_LIMIT,
         };
         let cid = q.uint("cid")?;
+        let auth = q.bool("auth")?;
         // Asking for one connection is a page of one from the start.
         let (offset, limit) = if cid.is_some() {
             (0, 1)
@@ -149,6 +152,7 @@ impl ConnzQuery {
             offset,
             limit,
             cid,
+            auth,
             closed_only,
         })
     }
@@ -192,6 +196,10 @@ struct ConnInfo {
     lang: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorized_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subscriptions_list: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -253,7 +261,7 @@ impl Connz {
             .into_iter()
             .skip(query.offset)
             .take(query.limit)
-            .map(|c| ConnInfo::new(c, query.subs, now))
+            .map(|c| ConnInfo::new(c, query.subs, query.auth, now))
             .collect();
         Connz {
             server_id: state.id.clone(),
@@ -268,7 +276,7 @@ impl Connz {
 }
 
 impl ConnInfo {
-    fn new(c: ClientSnapshot, subs: Subs, now: SystemTime) -> ConnInfo {
+    fn new(c: ClientSnapshot, subs: Subs, auth: bool, now: SystemTime) -> ConnInfo {
         let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
         let count = c.num_subscriptions;
         let (subscriptions_list, subscriptions_list_detail) = match subs {
@@ -305,6 +313,8 @@ impl ConnInfo {
             name: c.name,
             lang: c.lang,
             version: c.version,
+            authorized_user: c.user.filter(|_| auth),
+            account: c.account.filter(|_| auth),
             subscriptions_list,
             subscriptions_list_detail,
         }

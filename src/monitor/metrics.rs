@@ -140,7 +140,7 @@ fn millis<Tz: chrono::TimeZone>(t: DateTime<Tz>) -> u64 {
 /// `/subsz`'s counters (as `/subsz` with no parameters answers), plus the raw cache-hit count
 /// the exporter only has as a ratio.
 fn subsz(out: &mut Exposition, state: &ServerState) {
-    let stats = state.sublist.stats();
+    let stats = state.sublist_stats();
     let hit_rate = if stats.matches == 0 {
         0.0
     } else {

@@ -69,7 +69,7 @@ pub struct Subsz {
 impl Subsz {
     /// The counters, and the page of subscriptions `query` asks for, as of now.
     pub fn collect(state: &ServerState, query: &SubszQuery) -> Subsz {
-        let stats = state.sublist.stats();
+        let stats = state.sublist_stats();
         let mut subs = Vec::new();
         if query.subs {
             for client in state.client_snapshots(true) {

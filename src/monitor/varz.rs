@@ -157,7 +157,7 @@ impl Varz {
             slow_consumers: totals.slow_consumers,
             stale_connections: totals.stale_connections,
             stalled_clients: 0,
-            subscriptions: state.sublist.count(),
+            subscriptions: state.subscription_count(),
             http_req_stats: monitor.request_counts(),
             config_load_time: rfc3339(state.started_at),
             config_digest: "",

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod jwt;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,544 @@
+//! Multi-tenancy with config-file accounts: isolation, stream exports/imports (plain, `prefix`,
+//! `to`), service exports/imports (request/reply across accounts) and config errors.
+
+mod common;
+
+use bytes::Bytes;
+use common::{is_natter, server_bin, Client, Msg, Server};
+use futures::StreamExt;
+use std::future::Future;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ACCOUNTS_CONF: &str = r#"
+accounts {
+  A: {
+    users: [ { user: a, password: a }, { user: a2, password: a2 } ]
+    exports: [
+      { stream: "events.>" }
+      { service: "help" }
+    ]
+  }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [
+      { stream: { account: A, subject: "events.>" } }
+      { service: { account: A, subject: "help" }, to: "a.help" }
+    ]
+  }
+  C: {
+    users: [ { user: c, password: c } ]
+    imports: [
+      { stream: { account: A, subject: "events.>" }, prefix: "from_a" }
+      { service: { account: A, subject: "help" } }
+    ]
+  }
+  D: {
+    users: [ { user: d, password: d } ]
+    imports: [
+      { stream: { account: A, subject: "events.>" }, to: "ev.>" }
+    ]
+  }
+  E: {
+    users: [ { user: e, password: e } ]
+  }
+}
+"#;
+
+fn login(server: &Server, user: &str) -> Client {
+    let mut c = server.client();
+    c.send(
+        format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{user}\",\"verbose\":false}}\r\n")
+            .as_bytes(),
+    );
+    c.ping_pong_within(common::TIMEOUT);
+    c
+}
+
+/// `SUB` lines, then a PING/PONG so they are in place.
+fn subscribe(c: &mut Client, subs: &str) {
+    c.send(subs.as_bytes());
+    c.ping_pong_within(common::TIMEOUT);
+}
+
+fn msg(subject: &str, sid: &str, payload: &[u8]) -> Msg {
+    Msg {
+        subject: subject.into(),
+        sid: sid.into(),
+        reply: None,
+        headers: None,
+        payload: payload.to_vec(),
+    }
+}
+
+/// Messages in (subject, sid) order: the order across one client's subscriptions is not defined.
+fn sorted(mut msgs: Vec<Msg>) -> Vec<Msg> {
+    msgs.sort_by(|x, y| (&x.subject, &x.sid).cmp(&(&y.subject, &y.sid)));
+    msgs
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+async fn connect(server: &Server, user: &str) -> async_nats::Client {
+    within(
+        "connect",
+        async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+            .connect(server.url()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{user} connects: {e}"))
+}
+
+/// A round trip through the server for `client`, so its earlier SUBs are in place.
+async fn sync(client: &async_nats::Client) {
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, Bytes::new()).await.unwrap();
+    within("sync", probe.next()).await.expect("probe");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Isolation
+
+#[test]
+fn accounts_are_isolated() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut a = login(&server, "a");
+    let mut a2 = login(&server, "a2");
+    let mut e = login(&server, "e");
+    subscribe(&mut a, "SUB foo 1\r\nSUB > 2\r\n");
+    subscribe(&mut a2, "SUB foo 1\r\n");
+    subscribe(&mut e, "SUB foo 1\r\nSUB > 2\r\n");
+
+    a2.send(b"PUB foo 2\r\nin\r\n");
+    e.send(b"PUB foo 3\r\nout\r\nPUB bar 3\r\nout\r\n");
+    // The publishers get their own messages back (echo) before their PONG.
+    assert_eq!(a2.msgs_until_pong(), vec![msg("foo", "1", b"in")]);
+    // E only sees E.
+    assert_eq!(
+        sorted(e.msgs_until_pong()),
+        vec![
+            msg("bar", "2", b"out"),
+            msg("foo", "1", b"out"),
+            msg("foo", "2", b"out"),
+        ]
+    );
+    // Users of the same account share it.
+    assert_eq!(
+        sorted(a.msgs_until_pong()),
+        vec![msg("foo", "1", b"in"), msg("foo", "2", b"in")]
+    );
+}
+
+#[test]
+fn same_subject_same_queue_group_in_two_accounts_each_get_a_copy() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut a = login(&server, "a");
+    let mut e = login(&server, "e");
+    subscribe(&mut a, "SUB work q 1\r\n");
+    subscribe(&mut e, "SUB work q 1\r\n");
+    let mut pa = login(&server, "a2");
+    pa.send(b"PUB work 1\r\nx\r\n");
+    pa.ping_pong_within(common::TIMEOUT);
+    assert_eq!(a.msgs_until_pong(), vec![msg("work", "1", b"x")]);
+    assert_eq!(e.msgs_until_pong(), vec![]);
+}
+
+#[tokio::test]
+async fn accounts_are_isolated_for_async_nats() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let a = connect(&server, "a").await;
+    let e = connect(&server, "e").await;
+    let mut a_sub = a.subscribe("foo").await.unwrap();
+    let mut e_sub = e.subscribe("foo").await.unwrap();
+    sync(&a).await;
+    sync(&e).await;
+    e.publish("foo", Bytes::from_static(b"from e"))
+        .await
+        .unwrap();
+    a.publish("foo", Bytes::from_static(b"from a"))
+        .await
+        .unwrap();
+    let m = within("a's own message", a_sub.next()).await.unwrap();
+    assert_eq!(m.payload, Bytes::from_static(b"from a"));
+    let m = within("e's own message", e_sub.next()).await.unwrap();
+    assert_eq!(m.payload, Bytes::from_static(b"from e"));
+    // Nothing else turns up on either side.
+    sync(&a).await;
+    sync(&e).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a_sub.next())
+            .await
+            .is_err(),
+        "A got a message from E"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), e_sub.next())
+            .await
+            .is_err(),
+        "E got a message from A"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+#[test]
+fn stream_import_delivers_exported_subjects() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut b = login(&server, "b");
+    let mut c = login(&server, "c");
+    let mut d = login(&server, "d");
+    let mut e = login(&server, "e");
+    subscribe(&mut b, "SUB > 1\r\n");
+    subscribe(&mut c, "SUB > 1\r\n");
+    subscribe(&mut d, "SUB > 1\r\n");
+    subscribe(&mut e, "SUB > 1\r\n");
+
+    let mut a = login(&server, "a");
+    a.send(b"PUB events.x 1\r\n1\r\nPUB events.y.z 1\r\n2\r\nPUB other 1\r\n3\r\n");
+    a.ping_pong_within(common::TIMEOUT);
+
+    // Plain import: the exporter's subjects as they are.
+    assert_eq!(
+        b.msgs_until_pong(),
+        vec![msg("events.x", "1", b"1"), msg("events.y.z", "1", b"2")]
+    );
+    // `prefix`: prepended as a token.
+    assert_eq!(
+        c.msgs_until_pong(),
+        vec![
+            msg("from_a.events.x", "1", b"1"),
+            msg("from_a.events.y.z", "1", b"2")
+        ]
+    );
+    // `to`: the subject mapped onto the new one, wildcard for wildcard.
+    assert_eq!(
+        d.msgs_until_pong(),
+        vec![msg("ev.x", "1", b"1"), msg("ev.y.z", "1", b"2")]
+    );
+    // No import, nothing.
+    assert_eq!(e.msgs_until_pong(), vec![]);
+}
+
+#[test]
+fn stream_import_is_one_way() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut a = login(&server, "a");
+    subscribe(&mut a, "SUB > 1\r\n");
+    for user in ["b", "c", "d"] {
+        let mut x = login(&server, user);
+        x.send(b"PUB events.x 1\r\nx\r\nPUB from_a.events.x 1\r\nx\r\nPUB ev.x 1\r\nx\r\n");
+        x.ping_pong_within(common::TIMEOUT);
+    }
+    assert_eq!(a.msgs_until_pong(), vec![]);
+}
+
+#[test]
+fn stream_import_keeps_the_reply_subject() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut b = login(&server, "b");
+    subscribe(&mut b, "SUB events.* 1\r\n");
+    let mut a = login(&server, "a");
+    a.send(b"PUB events.x reply.here 2\r\nhi\r\n");
+    a.ping_pong_within(common::TIMEOUT);
+    let got = b.msgs_until_pong();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].subject, "events.x");
+    assert_eq!(got[0].payload, b"hi");
+    assert!(got[0].reply.is_some(), "{got:?}");
+}
+
+#[tokio::test]
+async fn stream_import_with_async_nats() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let a = connect(&server, "a").await;
+    let c = connect(&server, "c").await;
+    let mut sub = c.subscribe("from_a.events.>").await.unwrap();
+    sync(&c).await;
+    a.publish("events.login", Bytes::from_static(b"joe"))
+        .await
+        .unwrap();
+    let m = within("imported event", sub.next()).await.unwrap();
+    assert_eq!(m.subject.as_str(), "from_a.events.login");
+    assert_eq!(m.payload, Bytes::from_static(b"joe"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+#[test]
+fn service_import_routes_requests_and_one_reply() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut a = login(&server, "a");
+    subscribe(&mut a, "SUB help 1\r\nSUB a.help 2\r\n");
+    let mut b = login(&server, "b");
+    subscribe(&mut b, "SUB _INBOX.b 9\r\n");
+    b.send(b"PUB a.help _INBOX.b 3\r\nreq\r\n");
+    b.ping_pong_within(common::TIMEOUT);
+
+    // A sees the request on its own exported subject, with a reply subject of its own.
+    let got = a.msgs_until_pong();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let req = &got[0];
+    assert_eq!(req.subject, "help");
+    assert_eq!(req.sid, "1");
+    assert_eq!(req.payload, b"req");
+    let reply = req.reply.clone().expect("a reply subject");
+    assert!(reply.starts_with("_R_."), "{reply}");
+    assert_eq!(reply.split('.').count(), 3, "{reply}");
+    assert!(
+        !reply.contains("_INBOX"),
+        "B's inbox is not shown to A: {reply}"
+    );
+
+    // The reply goes back to B's inbox; a second reply to the same request does not.
+    a.send(format!("PUB {reply} 3\r\nans\r\n").as_bytes());
+    a.ping_pong_within(common::TIMEOUT);
+    assert_eq!(b.msgs_until_pong(), vec![msg("_INBOX.b", "9", b"ans")]);
+    a.send(format!("PUB {reply} 4\r\nans2\r\n").as_bytes());
+    a.ping_pong_within(common::TIMEOUT);
+    assert_eq!(b.msgs_until_pong(), vec![]);
+
+    // Each request gets its own reply subject.
+    b.send(b"PUB a.help _INBOX.b 4\r\nreq2\r\n");
+    b.ping_pong_within(common::TIMEOUT);
+    let got = a.msgs_until_pong();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_ne!(got[0].reply.as_deref(), Some(reply.as_str()));
+}
+
+#[test]
+fn service_import_without_to_uses_the_exported_subject() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let mut a = login(&server, "a");
+    subscribe(&mut a, "SUB help 1\r\n");
+    let mut c = login(&server, "c");
+    subscribe(&mut c, "SUB _INBOX.c 9\r\n");
+    c.send(b"PUB help _INBOX.c 3\r\nreq\r\n");
+    c.ping_pong_within(common::TIMEOUT);
+    let got = a.msgs_until_pong();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].subject, "help");
+    let reply = got[0].reply.clone().unwrap();
+    a.send(format!("PUB {reply} 2\r\nok\r\n").as_bytes());
+    a.ping_pong_within(common::TIMEOUT);
+    assert_eq!(c.msgs_until_pong(), vec![msg("_INBOX.c", "9", b"ok")]);
+}
+
+#[test]
+fn service_import_is_one_way() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    // Nobody in A may call B's "a.help" subject or anything of B.
+    let mut b = login(&server, "b");
+    subscribe(&mut b, "SUB > 1\r\n");
+    let mut a = login(&server, "a");
+    a.send(b"PUB a.help _INBOX.a 1\r\nx\r\nPUB help 1\r\nx\r\n");
+    a.ping_pong_within(common::TIMEOUT);
+    assert_eq!(b.msgs_until_pong(), vec![]);
+    // An account without the import reaches nothing.
+    let mut a_sub = login(&server, "a2");
+    subscribe(&mut a_sub, "SUB help 1\r\n");
+    let mut e = login(&server, "e");
+    e.send(b"PUB help _INBOX.e 1\r\nx\r\nPUB a.help _INBOX.e 1\r\nx\r\n");
+    e.ping_pong_within(common::TIMEOUT);
+    assert_eq!(a_sub.msgs_until_pong(), vec![]);
+}
+
+#[tokio::test]
+async fn service_import_request_with_async_nats() {
+    let server = Server::with_config(ACCOUNTS_CONF);
+    let a = connect(&server, "a").await;
+    let mut requests = a.subscribe("help").await.unwrap();
+    sync(&a).await;
+    let responder = tokio::spawn(async move {
+        let m = requests.next().await.expect("request");
+        let reply = m.reply.clone().expect("reply subject");
+        a.publish(reply.clone(), Bytes::from_static(b"here to help"))
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        (m.subject.to_string(), reply.to_string(), a)
+    });
+    let b = connect(&server, "b").await;
+    let answer = within(
+        "request",
+        b.request("a.help", Bytes::from_static(b"please")),
+    )
+    .await
+    .expect("answered across accounts");
+    assert_eq!(answer.payload, Bytes::from_static(b"here to help"));
+    let (subject, reply, _a) = within("responder", responder).await.unwrap();
+    assert_eq!(subject, "help");
+    assert!(reply.starts_with("_R_."), "{reply}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config errors
+
+/// Runs the server binary on `config` and waits for it to exit (it must, within 5 s).
+fn run_config(config: &str, extra: &[&str]) -> Output {
+    let dir = common::temp_dir();
+    let path = dir.join("server.conf");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(server_bin())
+        .arg("-c")
+        .arg(&path)
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "server kept running with a bad config\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// The server must refuse `config` (both when starting and with `-t`), naming each of
+/// `mentions`; nats-server's own wording, `nats_server_says`, is checked only against nats-server.
+fn assert_refuses(config: &str, mentions: &[&str], nats_server_says: &str) {
+    for extra in [&[][..], &["-t"][..]] {
+        let out = run_config(config, extra);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{extra:?}: must fail\n{text}");
+        for m in mentions {
+            assert!(text.contains(m), "{extra:?}: should mention {m:?}:\n{text}");
+        }
+        if !is_natter() {
+            assert!(text.contains(nats_server_says), "{extra:?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn import_from_an_unknown_account_is_a_config_error() {
+    assert_refuses(
+        r#"
+accounts {
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { stream: { account: NOPE, subject: "events.>" } } ]
+  }
+}
+"#,
+        &["NOPE"],
+        "\"NOPE\" account not defined for stream import",
+    );
+    assert_refuses(
+        r#"
+accounts {
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { service: { account: NOWHERE, subject: "help" } } ]
+  }
+}
+"#,
+        &["NOWHERE"],
+        "\"NOWHERE\" account not defined for service import",
+    );
+}
+
+#[test]
+fn import_of_something_not_exported_is_a_config_error() {
+    assert_refuses(
+        r#"
+accounts {
+  A: { users: [ { user: a, password: a } ] }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { stream: { account: A, subject: "events.>" } } ]
+  }
+}
+"#,
+        &["events.>"],
+        "Error adding stream import \"events.>\": stream import not authorized",
+    );
+    assert_refuses(
+        r#"
+accounts {
+  A: { users: [ { user: a, password: a } ], exports: [ { service: "other" } ] }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { service: { account: A, subject: "help" } } ]
+  }
+}
+"#,
+        &["help"],
+        "Error adding service import \"help\": service import not authorized",
+    );
+}
+
+#[test]
+fn export_restricted_to_other_accounts_cannot_be_imported() {
+    assert_refuses(
+        r#"
+accounts {
+  A: { users: [ { user: a, password: a } ], exports: [ { stream: "events.>", accounts: [C] } ] }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { stream: { account: A, subject: "events.>" } } ]
+  }
+  C: { users: [ { user: c, password: c } ] }
+}
+"#,
+        &["events.>"],
+        "stream import not authorized",
+    );
+}
+
+#[test]
+fn export_restricted_to_an_account_can_be_imported_by_it() {
+    let server = Server::with_config(
+        r#"
+accounts {
+  A: { users: [ { user: a, password: a } ], exports: [ { stream: "events.>", accounts: [C] } ] }
+  C: {
+    users: [ { user: c, password: c } ]
+    imports: [ { stream: { account: A, subject: "events.>" } } ]
+  }
+}
+"#,
+    );
+    let mut c = login(&server, "c");
+    subscribe(&mut c, "SUB events.> 1\r\n");
+    let mut a = login(&server, "a");
+    a.send(b"PUB events.1 1\r\nx\r\n");
+    a.ping_pong_within(common::TIMEOUT);
+    assert_eq!(c.msgs_until_pong(), vec![msg("events.1", "1", b"x")]);
+}
+
+#[test]
+fn the_same_user_in_two_accounts_is_a_config_error() {
+    assert_refuses(
+        r#"
+accounts {
+  A: { users: [ { user: x, password: a } ] }
+  B: { users: [ { user: x, password: b } ] }
+}
+"#,
+        &["\"x\""],
+        "Duplicate user \"x\" detected",
+    );
+}
