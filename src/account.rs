@@ -7,11 +7,11 @@
 //! into the exporter with a fresh reply subject, whose one-shot response subscription carries
 //! the reply back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -25,6 +25,10 @@ use crate::subscription::Subscription;
 /// response threshold.
 pub const RESPONSE_TTL: Duration = Duration::from_secs(120);
 
+/// Most service-import requests one account may have awaiting replies: requests beyond it
+/// are forwarded without a reply subject rather than grow memory without bound.
+pub const RESPONSES_MAX: usize = 64 * 1024;
+
 /// Prefix of the reply subjects service imports hand to the exporting account.
 const REPLY_PREFIX: &str = "_R_.";
 
@@ -33,6 +37,11 @@ const REPLY_PREFIX: &str = "_R_.";
 pub struct AccountLimits {
     /// Most connections at once.
     pub connections: Option<usize>,
+    /// Most subscriptions per connection in the account (nats-server applies the account
+    /// JWT's `subs` per connection).
+    pub subscriptions: Option<usize>,
+    /// Largest payload a connection in the account may publish.
+    pub payload: Option<usize>,
 }
 
 /// One account: its routing table and what it shares.
@@ -46,8 +55,26 @@ pub struct Account {
     /// The limits the account's JWT sets.
     pub limits: AccountLimits,
     connections: AtomicUsize,
+    /// Service requests from this account awaiting a reply in some exporter.
+    awaiting: AtomicUsize,
+    /// Reply paths in this account's table, oldest first, for expiry.
+    paths: Mutex<ReplyPaths>,
     /// Back to the `Arc` this lives in, so response subscriptions can name it.
     me: Weak<Account>,
+}
+
+/// Reply paths by deadline; weak, so a path closed by its reply frees its subscription.
+#[derive(Default)]
+struct ReplyPaths {
+    queue: VecDeque<(Instant, Weak<Subscription>)>,
+    /// Queue length at which to drop closed paths next.
+    compact_at: usize,
+}
+
+impl ReplyPaths {
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
 }
 
 /// Where a forwarding subscription sends what it matches.
@@ -167,6 +194,8 @@ impl Account {
             internal: Arc::new(Client::new(0, addr, 0, false)),
             limits,
             connections: AtomicUsize::new(0),
+            awaiting: AtomicUsize::new(0),
+            paths: Mutex::new(ReplyPaths::default()),
             me: me.clone(),
         })
     }
@@ -202,14 +231,21 @@ impl Account {
 
     /// Makes the reply path for one service request forwarded into this (the exporting)
     /// account: a fresh reply subject here whose replies go to `reply` in `requester`.
-    /// Returns the new reply subject. The path closes after one reply (singleton services)
-    /// or after [`RESPONSE_TTL`].
+    /// Returns the new reply subject, or `None` when `requester` already has
+    /// [`RESPONSES_MAX`] requests awaiting replies (the quota is the requesting account's, so
+    /// one importer cannot use up another's). The path closes after one reply (singleton
+    /// services) or after [`RESPONSE_TTL`] (see [`Account::sweep_responses`]).
     pub fn response_path(
         &self,
         requester: &Arc<Account>,
         reply: &[u8],
         response: ResponseType,
-    ) -> Bytes {
+    ) -> Option<Bytes> {
+        let open = requester.awaiting.fetch_add(1, Ordering::AcqRel);
+        if open >= RESPONSES_MAX {
+            requester.awaiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         let subject = format!("{REPLY_PREFIX}{}.{}", random_token(10), random_token(12));
         let forward = Forward::Response {
             to: requester.clone(),
@@ -220,17 +256,48 @@ impl Account {
         if response == ResponseType::Singleton {
             sub.set_max(1);
         }
-        let me = self.me.clone();
-        // A tokio timer per request; only service imports pay for it.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                tokio::time::sleep(RESPONSE_TTL).await;
-                if let Some(account) = me.upgrade() {
-                    account.remove(&sub);
-                }
-            });
+        let mut paths = self.lock_paths();
+        // Closed paths linger as dead weak pointers until their deadline; when they
+        // outnumber the live ones, drop them (amortized: the queue at least doubles first).
+        if paths.len() >= paths.compact_at.max(1024) {
+            paths.queue.retain(|(_, p)| p.strong_count() > 0);
+            paths.compact_at = paths.queue.len() * 2;
         }
-        subject.into()
+        paths
+            .queue
+            .push_back((Instant::now() + RESPONSE_TTL, Arc::downgrade(&sub)));
+        Some(subject.into())
+    }
+
+    /// Closes a reply path opened by [`Account::response_path`] (once, however often called).
+    pub fn close_response(&self, sub: &Arc<Subscription>) {
+        if self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub) {
+            if let Some(Forward::Response { to, .. }) = sub.forward.as_deref() {
+                to.awaiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Closes the reply paths whose [`RESPONSE_TTL`] has run out. The server calls this
+    /// periodically; one sweep per account instead of a timer per request.
+    pub fn sweep_responses(&self, now: Instant) {
+        let expired: Vec<Arc<Subscription>> = {
+            let mut paths = self.lock_paths();
+            let mut out = Vec::new();
+            while paths.queue.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, path)) = paths.queue.pop_front() {
+                    out.extend(path.upgrade());
+                }
+            }
+            out
+        };
+        for sub in expired {
+            self.close_response(&sub);
+        }
+    }
+
+    fn lock_paths(&self) -> std::sync::MutexGuard<'_, ReplyPaths> {
+        self.paths.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes a subscription from this account's table (and from its owner's list).
@@ -498,11 +565,51 @@ mod tests {
     }
 
     #[test]
+    fn reply_paths_close_on_reply_or_expiry() {
+        let exporter = Account::new("A", AccountLimits::default());
+        let importer = Account::new("B", AccountLimits::default());
+        let first = exporter
+            .response_path(&importer, b"_INBOX.1", ResponseType::Singleton)
+            .unwrap();
+        exporter
+            .response_path(&importer, b"_INBOX.2", ResponseType::Stream)
+            .unwrap();
+        assert!(first.starts_with(b"_R_."));
+        assert_eq!(exporter.sublist.count(), 2);
+        assert_eq!(importer.awaiting.load(Ordering::Relaxed), 2);
+        // The reply closes the first path; closing twice counts once.
+        let sub = exporter.sublist.matches(&first).plain[0].clone();
+        exporter.close_response(&sub);
+        exporter.close_response(&sub);
+        assert_eq!(importer.awaiting.load(Ordering::Relaxed), 1);
+        exporter.sweep_responses(Instant::now());
+        assert_eq!(exporter.sublist.count(), 1, "not expired yet");
+        exporter.sweep_responses(Instant::now() + RESPONSE_TTL + Duration::from_secs(1));
+        assert_eq!(exporter.sublist.count(), 0);
+        assert_eq!(importer.awaiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn each_requesting_account_has_its_own_quota() {
+        let exporter = Account::new("A", AccountLimits::default());
+        let greedy = Account::new("B", AccountLimits::default());
+        let other = Account::new("C", AccountLimits::default());
+        greedy.awaiting.store(RESPONSES_MAX, Ordering::Relaxed);
+        assert!(exporter
+            .response_path(&greedy, b"_INBOX.x", ResponseType::Singleton)
+            .is_none());
+        assert!(exporter
+            .response_path(&other, b"_INBOX.y", ResponseType::Singleton)
+            .is_some());
+    }
+
+    #[test]
     fn connection_limits() {
         let a = Account::new(
             "A",
             AccountLimits {
                 connections: Some(1),
+                ..AccountLimits::default()
             },
         );
         assert!(a.add_connection());

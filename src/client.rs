@@ -129,20 +129,21 @@ impl Deliveries<'_> {
         if !self.echo && target.id == self.publisher {
             return false;
         }
-        if let Some(perms) = target.permissions() {
-            if perms.filters_deliveries() && !perms.may_receive(msg.subject) {
-                return false;
-            }
-            if let (Some(allow), Some(reply)) = (perms.responses, msg.reply) {
-                target
-                    .responses()
-                    .open(reply, allow, std::time::Instant::now());
-            }
+        let perms = target.permissions();
+        if perms.is_some_and(|p| p.filters_deliveries() && !p.may_receive(msg.subject)) {
+            return false;
         }
         let claim = sub.claim();
         if claim == Claim::Skip {
             self.server.remove_subscription(sub);
             return false;
+        }
+        if let (Some(allow), Some(reply)) = (perms.and_then(|p| p.responses), msg.reply) {
+            // Before the frame is queued: a writer already flushing could hand it to the
+            // responder, whose reply must find the permission open.
+            target
+                .responses()
+                .open(reply, allow, std::time::Instant::now());
         }
         let headers = target.headers();
         let len = msg.frame_len(sub.sid.len(), headers);
@@ -197,27 +198,35 @@ impl Deliveries<'_> {
         if self.hops >= MAX_HOPS {
             return false;
         }
-        let (into, subject, reply) = match forward {
-            Forward::Stream { to, map } => (to, map.apply(msg.subject), None),
-            Forward::Service { to, map, response } => {
-                let reply = msg
-                    .reply
-                    .map(|r| to.response_path(self.account, r, *response));
-                (to, map.apply(msg.subject), reply)
+        let (into, subject) = match forward {
+            Forward::Stream { to, map } | Forward::Service { to, map, .. } => {
+                (to, map.apply(msg.subject))
             }
             Forward::Response { to, reply, home } => {
-                if sub.claim() != Claim::Deliver {
+                let claim = sub.claim();
+                if claim != Claim::Deliver {
                     // One reply per singleton request: the path closes behind it.
                     if let Some(home) = home.upgrade() {
-                        home.remove(sub);
+                        home.close_response(sub);
                     }
                 }
-                (to, reply.clone(), None)
+                if claim == Claim::Skip {
+                    return false;
+                }
+                (to, reply.clone())
             }
         };
+        let matches = into.sublist.lookup(&subject);
+        if matches.matches.is_empty() {
+            // Nobody there: in particular, no reply path for a request nobody can answer.
+            return false;
+        }
         let reply = match forward {
             Forward::Stream { .. } => msg.reply.map(Bytes::copy_from_slice),
-            _ => reply,
+            Forward::Service { to, response, .. } => msg
+                .reply
+                .and_then(|r| to.response_path(self.account, r, *response)),
+            Forward::Response { .. } => None,
         };
         let carried = Message {
             subject: &subject,
@@ -225,7 +234,6 @@ impl Deliveries<'_> {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        let matches = into.sublist.lookup(&subject);
         let mut inner = Deliveries {
             server: self.server,
             account: into,
@@ -507,15 +515,24 @@ impl Connection {
         let first = config.ping_interval.min(FIRST_PING);
         let mut ping = interval_at(Instant::now() + first, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = Instant::now() + self.server.auth.timeout;
+        // Timers made once: a branch's future is built on every pass of the loop, even when
+        // its precondition disables it.
+        let auth_timer = tokio::time::sleep(self.server.auth.timeout);
+        tokio::pin!(auth_timer);
+        let expiry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(expiry);
+        let mut expiry_armed = false;
         let mut buf = BytesMut::new();
         let mut read_size = READ_MIN;
         loop {
             let want = read_size.max(self.parser.bytes_wanted(buf.len()));
             buf.reserve(want);
             let room = buf.capacity() - buf.len();
+            if let Some(at) = self.expires.take() {
+                expiry.as_mut().reset(at);
+                expiry_armed = true;
+            }
             let authed = self.authed;
-            let expires = self.expires;
             tokio::select! {
                 read = stream.read_buf(&mut buf) => {
                     match read {
@@ -540,13 +557,13 @@ impl Connection {
                         buf = BytesMut::new();
                     }
                 }
-                _ = tokio::time::sleep_until(auth_deadline), if !authed => {
+                _ = &mut auth_timer, if !authed => {
                     error!("{} - Authentication Timeout", self.tag);
                     self.send_err("Authentication Timeout");
                     self.end_batch();
                     return CloseReason::AuthenticationViolation;
                 }
-                _ = tokio::time::sleep_until(expires.unwrap_or(auth_deadline)), if expires.is_some() => {
+                _ = &mut expiry, if expiry_armed => {
                     debug!("{} - User Authentication Expired", self.tag);
                     self.send_err("User Authentication Expired");
                     self.end_batch();
@@ -575,6 +592,11 @@ impl Connection {
     fn process(&mut self, buf: &mut BytesMut) -> Result<(), CloseReason> {
         let mut at = 0;
         let result = loop {
+            if !self.authed && !starts_like_connect(&buf[at..]) {
+                // Before authenticating only CONNECT is accepted: refuse at the first wrong
+                // byte, not after buffering a payload.
+                break Err(self.auth_violation("operation before CONNECT"));
+            }
             match self.parser.parse(&buf[at..]) {
                 Ok(Some((op, taken))) => {
                     at += taken;
@@ -614,9 +636,6 @@ impl Connection {
     fn handle(&mut self, op: Op<'_>) -> Result<(), CloseReason> {
         if enabled!(Level::TRACE) {
             trace!("{} - <<- [{}]", self.tag, describe(&op));
-        }
-        if !self.authed && !matches!(op, Op::Connect(_)) {
-            return Err(self.auth_violation("operation before CONNECT"));
         }
         match op {
             Op::Pub {
@@ -713,6 +732,7 @@ impl Connection {
             connect,
             nonce: self.nonce.as_deref().unwrap_or_default().as_bytes(),
             cert: self.peer_cert.as_ref(),
+            ip: Some(self.client.addr.ip()),
         };
         let check = || server.auth.authenticate(presented, &server.accounts);
         let result = if server.auth.is_slow(connect)
@@ -771,6 +791,11 @@ impl Connection {
         payload: &[u8],
         headers: bool,
     ) -> Result<(), CloseReason> {
+        if headers && !self.opts.headers {
+            error!("{} - message headers not supported", self.tag);
+            self.send_err("Message Headers Not Supported");
+            return Err(CloseReason::ProtocolViolation);
+        }
         if let Some(max) = self.max_payload {
             if payload.len() > max {
                 error!("{} - Maximum Payload Violation", self.tag);
@@ -793,11 +818,6 @@ impl Connection {
                 self.send_err(&text);
                 return Ok(());
             }
-        }
-        if headers && !self.opts.headers {
-            error!("{} - message headers not supported", self.tag);
-            self.send_err("Message Headers Not Supported");
-            return Err(CloseReason::ProtocolViolation);
         }
         if self.opts.pedantic && !subject::is_valid_publish(subject) {
             self.send_err("Invalid Publish Subject");
@@ -980,6 +1000,29 @@ impl Connection {
     }
 }
 
+/// CONNECT JSON for the trace, with secrets replaced as nats-server does; unreadable JSON is
+/// not shown at all, since it might hold a secret.
+fn redacted(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for key in ["pass", "auth_token", "sig"] {
+                if let Some(v) = map.get_mut(key) {
+                    *v = serde_json::Value::String("[REDACTED]".into());
+                }
+            }
+            serde_json::Value::Object(map).to_string()
+        }
+        Ok(other) => other.to_string(),
+        Err(_) => "[unparseable]".into(),
+    }
+}
+
+/// Whether `bytes` could be the start of a `CONNECT` (any case); empty input could.
+fn starts_like_connect(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(7);
+    bytes[..n].eq_ignore_ascii_case(&b"CONNECT"[..n])
+}
+
 /// Grows the read size while reads fill the buffer and shrinks it when they use little of it,
 /// so busy publishers read in big gulps and idle devices hold little memory.
 fn next_read_size(size: usize, read: usize, room: usize) -> usize {
@@ -1027,7 +1070,7 @@ fn describe(op: &Op<'_>) -> String {
             Some(m) => format!("UNSUB {} {m}", s(sid)),
             None => format!("UNSUB {}", s(sid)),
         },
-        Op::Connect(json) => format!("CONNECT {}", s(json)),
+        Op::Connect(json) => format!("CONNECT {}", redacted(json)),
         Op::Ping => "PING".into(),
         Op::Pong => "PONG".into(),
         Op::Info => "INFO".into(),

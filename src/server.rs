@@ -386,6 +386,7 @@ impl Server {
 
     /// Serves clients until a [`Stop`] arrives on `stops` (or every sender is gone).
     pub async fn serve(self, mut stops: mpsc::Receiver<Stop>) -> io::Result<()> {
+        let sweeper = tokio::spawn(sweep_responses(self.state.clone()));
         let stop = loop {
             tokio::select! {
                 stop = stops.recv() => break stop.unwrap_or(Stop::Shutdown),
@@ -426,6 +427,7 @@ impl Server {
         if let Some(task) = monitor {
             task.abort();
         }
+        sweeper.abort();
         info!("Server Exiting..");
         Ok(())
     }
@@ -454,6 +456,18 @@ impl Server {
         ));
         state.clients.insert(id, client.clone());
         tokio::spawn(client::serve(state, stream, addr, client));
+    }
+}
+
+/// Closes expired service-import reply paths, once a second.
+async fn sweep_responses(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for account in state.accounts.iter() {
+            account.sweep_responses(now);
+        }
     }
 }
 

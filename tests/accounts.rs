@@ -4,11 +4,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{is_natter, server_bin, Client, Msg, Server};
+use common::{all_output, is_natter, run_config, sync, within, Client, Msg, Server};
 use futures::StreamExt;
-use std::future::Future;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ACCOUNTS_CONF: &str = r#"
 accounts {
@@ -61,26 +59,10 @@ fn subscribe(c: &mut Client, subs: &str) {
     c.ping_pong_within(common::TIMEOUT);
 }
 
-fn msg(subject: &str, sid: &str, payload: &[u8]) -> Msg {
-    Msg {
-        subject: subject.into(),
-        sid: sid.into(),
-        reply: None,
-        headers: None,
-        payload: payload.to_vec(),
-    }
-}
-
 /// Messages in (subject, sid) order: the order across one client's subscriptions is not defined.
 fn sorted(mut msgs: Vec<Msg>) -> Vec<Msg> {
     msgs.sort_by(|x, y| (&x.subject, &x.sid).cmp(&(&y.subject, &y.sid)));
     msgs
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 async fn connect(server: &Server, user: &str) -> async_nats::Client {
@@ -91,14 +73,6 @@ async fn connect(server: &Server, user: &str) -> async_nats::Client {
     )
     .await
     .unwrap_or_else(|e| panic!("{user} connects: {e}"))
-}
-
-/// A round trip through the server for `client`, so its earlier SUBs are in place.
-async fn sync(client: &async_nats::Client) {
-    let inbox = client.new_inbox();
-    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, Bytes::new()).await.unwrap();
-    within("sync", probe.next()).await.expect("probe");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,20 +91,20 @@ fn accounts_are_isolated() {
     a2.send(b"PUB foo 2\r\nin\r\n");
     e.send(b"PUB foo 3\r\nout\r\nPUB bar 3\r\nout\r\n");
     // The publishers get their own messages back (echo) before their PONG.
-    assert_eq!(a2.msgs_until_pong(), vec![msg("foo", "1", b"in")]);
+    assert_eq!(a2.msgs_until_pong(), vec![Msg::new("foo", "1", b"in")]);
     // E only sees E.
     assert_eq!(
         sorted(e.msgs_until_pong()),
         vec![
-            msg("bar", "2", b"out"),
-            msg("foo", "1", b"out"),
-            msg("foo", "2", b"out"),
+            Msg::new("bar", "2", b"out"),
+            Msg::new("foo", "1", b"out"),
+            Msg::new("foo", "2", b"out"),
         ]
     );
     // Users of the same account share it.
     assert_eq!(
         sorted(a.msgs_until_pong()),
-        vec![msg("foo", "1", b"in"), msg("foo", "2", b"in")]
+        vec![Msg::new("foo", "1", b"in"), Msg::new("foo", "2", b"in")]
     );
 }
 
@@ -144,7 +118,7 @@ fn same_subject_same_queue_group_in_two_accounts_each_get_a_copy() {
     let mut pa = login(&server, "a2");
     pa.send(b"PUB work 1\r\nx\r\n");
     pa.ping_pong_within(common::TIMEOUT);
-    assert_eq!(a.msgs_until_pong(), vec![msg("work", "1", b"x")]);
+    assert_eq!(a.msgs_until_pong(), vec![Msg::new("work", "1", b"x")]);
     assert_eq!(e.msgs_until_pong(), vec![]);
 }
 
@@ -206,20 +180,23 @@ fn stream_import_delivers_exported_subjects() {
     // Plain import: the exporter's subjects as they are.
     assert_eq!(
         b.msgs_until_pong(),
-        vec![msg("events.x", "1", b"1"), msg("events.y.z", "1", b"2")]
+        vec![
+            Msg::new("events.x", "1", b"1"),
+            Msg::new("events.y.z", "1", b"2")
+        ]
     );
     // `prefix`: prepended as a token.
     assert_eq!(
         c.msgs_until_pong(),
         vec![
-            msg("from_a.events.x", "1", b"1"),
-            msg("from_a.events.y.z", "1", b"2")
+            Msg::new("from_a.events.x", "1", b"1"),
+            Msg::new("from_a.events.y.z", "1", b"2")
         ]
     );
     // `to`: the subject mapped onto the new one, wildcard for wildcard.
     assert_eq!(
         d.msgs_until_pong(),
-        vec![msg("ev.x", "1", b"1"), msg("ev.y.z", "1", b"2")]
+        vec![Msg::new("ev.x", "1", b"1"), Msg::new("ev.y.z", "1", b"2")]
     );
     // No import, nothing.
     assert_eq!(e.msgs_until_pong(), vec![]);
@@ -299,7 +276,7 @@ fn service_import_routes_requests_and_one_reply() {
     // The reply goes back to B's inbox; a second reply to the same request does not.
     a.send(format!("PUB {reply} 3\r\nans\r\n").as_bytes());
     a.ping_pong_within(common::TIMEOUT);
-    assert_eq!(b.msgs_until_pong(), vec![msg("_INBOX.b", "9", b"ans")]);
+    assert_eq!(b.msgs_until_pong(), vec![Msg::new("_INBOX.b", "9", b"ans")]);
     a.send(format!("PUB {reply} 4\r\nans2\r\n").as_bytes());
     a.ping_pong_within(common::TIMEOUT);
     assert_eq!(b.msgs_until_pong(), vec![]);
@@ -327,7 +304,7 @@ fn service_import_without_to_uses_the_exported_subject() {
     let reply = got[0].reply.clone().unwrap();
     a.send(format!("PUB {reply} 2\r\nok\r\n").as_bytes());
     a.ping_pong_within(common::TIMEOUT);
-    assert_eq!(c.msgs_until_pong(), vec![msg("_INBOX.c", "9", b"ok")]);
+    assert_eq!(c.msgs_until_pong(), vec![Msg::new("_INBOX.c", "9", b"ok")]);
 }
 
 #[test]
@@ -380,48 +357,12 @@ async fn service_import_request_with_async_nats() {
 // ---------------------------------------------------------------------------------------------
 // Config errors
 
-/// Runs the server binary on `config` and waits for it to exit (it must, within 5 s).
-fn run_config(config: &str, extra: &[&str]) -> Output {
-    let dir = common::temp_dir();
-    let path = dir.join("server.conf");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(server_bin())
-        .arg("-c")
-        .arg(&path)
-        .args(["-a", "127.0.0.1", "-p", "-1"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "server kept running with a bad config\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    out
-}
-
 /// The server must refuse `config` (both when starting and with `-t`), naming each of
 /// `mentions`; nats-server's own wording, `nats_server_says`, is checked only against nats-server.
 fn assert_refuses(config: &str, mentions: &[&str], nats_server_says: &str) {
     for extra in [&[][..], &["-t"][..]] {
         let out = run_config(config, extra);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = all_output(&out);
         assert!(!out.status.success(), "{extra:?}: must fail\n{text}");
         for m in mentions {
             assert!(text.contains(m), "{extra:?}: should mention {m:?}:\n{text}");
@@ -526,7 +467,7 @@ accounts {
     let mut a = login(&server, "a");
     a.send(b"PUB events.1 1\r\nx\r\n");
     a.ping_pong_within(common::TIMEOUT);
-    assert_eq!(c.msgs_until_pong(), vec![msg("events.1", "1", b"x")]);
+    assert_eq!(c.msgs_until_pong(), vec![Msg::new("events.1", "1", b"x")]);
 }
 
 #[test]

@@ -10,11 +10,10 @@ use async_nats::ConnectErrorKind;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use common::{Client, Msg, Server};
+use common::{connect_with, next_event_containing, with_events, within, Client, Msg, Server};
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::json;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 const AUTH_VIOLATION: &[u8] = b"-ERR 'Authorization Violation'\r\n";
@@ -65,19 +64,6 @@ fn assert_accepted(server: &Server, mut fields: serde_json::Value) -> Client {
     c.send(b"PING\r\n");
     c.expect(b"PONG\r\n");
     c
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-async fn connect_with(
-    server: &Server,
-    opts: async_nats::ConnectOptions,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    within("connect", opts.connect(server.url())).await
 }
 
 /// Publishes `y` to `subject` from `publisher` until `sub` (on another connection, whose SUB may
@@ -465,16 +451,6 @@ fn sub_violation(subject: &str) -> Vec<u8> {
     format!("-ERR 'Permissions Violation for Subscription to \"{subject}\"'\r\n").into_bytes()
 }
 
-fn msg(subject: &str, sid: &str, payload: &[u8]) -> Msg {
-    Msg {
-        subject: subject.into(),
-        sid: sid.into(),
-        reply: None,
-        headers: None,
-        payload: payload.to_vec(),
-    }
-}
-
 #[test]
 fn denied_publish_is_reported_and_not_delivered() {
     let server = Server::with_config(PERMS_CONF);
@@ -498,7 +474,10 @@ fn denied_publish_is_reported_and_not_delivered() {
     p.send(b"PUB foo.ok 3\r\nyes\r\nPING\r\n");
     p.expect(b"PONG\r\n");
 
-    assert_eq!(admin.msgs_until_pong(), vec![msg("foo.ok", "1", b"yes")]);
+    assert_eq!(
+        admin.msgs_until_pong(),
+        vec![Msg::new("foo.ok", "1", b"yes")]
+    );
 }
 
 #[test]
@@ -532,7 +511,7 @@ fn denied_subscription_is_reported_and_gets_nothing() {
     let mut admin = user(&server, "admin", "admin");
     admin.send(b"PUB baz 1\r\nx\r\nPUB bar.hidden 1\r\ny\r\nPUB bar.ok 1\r\nz\r\nPING\r\n");
     admin.expect(b"PONG\r\n");
-    assert_eq!(p.msgs_until_pong(), vec![msg("bar.ok", "3", b"z")]);
+    assert_eq!(p.msgs_until_pong(), vec![Msg::new("bar.ok", "3", b"z")]);
 }
 
 #[test]
@@ -563,7 +542,10 @@ fn wildcard_subscription_does_not_receive_denied_subjects() {
     admin.expect(b"PONG\r\n");
     assert_eq!(
         w.msgs_until_pong(),
-        vec![msg("secret", "1", b"c"), msg("public.x", "1", b"d")]
+        vec![
+            Msg::new("secret", "1", b"c"),
+            Msg::new("public.x", "1", b"d")
+        ]
     );
     // Publishing is denied for w altogether.
     w.send(b"PUB public.x 1\r\nx\r\nPING\r\n");
@@ -615,7 +597,7 @@ fn allow_responses_permits_one_reply_per_request() {
 
     assert_eq!(
         admin.msgs_until_pong(),
-        vec![msg("_INBOX.req1", "9", b"r1")]
+        vec![Msg::new("_INBOX.req1", "9", b"r1")]
     );
 }
 
@@ -635,7 +617,10 @@ fn allow_responses_max_allows_that_many_replies() {
     r.expect(b"PONG\r\n");
     assert_eq!(
         admin.msgs_until_pong(),
-        vec![msg("_INBOX.q", "9", b"r1"), msg("_INBOX.q", "9", b"r2")]
+        vec![
+            Msg::new("_INBOX.q", "9", b"r1"),
+            Msg::new("_INBOX.q", "9", b"r2")
+        ]
     );
 }
 
@@ -685,34 +670,17 @@ async fn allow_responses_with_async_nats_request() {
 #[tokio::test]
 async fn permission_errors_reach_async_nats_as_events() {
     let server = Server::with_config(PERMS_CONF);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = connect_with(
-        &server,
-        async_nats::ConnectOptions::with_user_and_password("p".into(), "p".into()).event_callback(
-            move |event| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(event.to_string());
-                }
-            },
-        ),
-    )
-    .await
-    .expect("connect");
+    let (opts, mut events) = with_events(async_nats::ConnectOptions::with_user_and_password(
+        "p".into(),
+        "p".into(),
+    ));
+    let client = connect_with(&server, opts).await.expect("connect");
     client
         .publish("foo.secret", Bytes::from_static(b"x"))
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let event = within("server error event", async {
-        loop {
-            let e = rx.recv().await.expect("event");
-            if e.contains("Permissions Violation") {
-                return e;
-            }
-        }
-    })
-    .await;
+    let event = next_event_containing(&mut events, "Permissions Violation").await;
     assert!(event.contains("foo.secret"), "{event}");
     // Still connected and usable.
     let mut sub = client.subscribe("bar.ok").await.unwrap();

@@ -2,43 +2,9 @@
 
 mod common;
 
-use common::{server_bin, temp_dir, Server};
+use common::{all_output, run_server, server_bin, temp_dir, Server};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// Run the server binary to completion; fail if it is still running after `timeout`.
-fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(server_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server binary");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{args:?} still running after {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn all_output(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -100,7 +66,7 @@ fn ports_file_reports_the_random_port() {
 
 #[test]
 fn version_flag() {
-    let out = run(&["--version"], Duration::from_secs(5));
+    let out = run_server(&["--version"]);
     assert!(out.status.success(), "{out:?}");
     let text = all_output(&out);
     assert!(
@@ -117,7 +83,7 @@ fn test_flag_accepts_a_good_config() {
         "good.conf",
         "port: 4222\nmax_payload: 2048\nping_interval: \"30s\"\n",
     );
-    let out = run(&["-t", "-c", &conf], Duration::from_secs(5));
+    let out = run_server(&["-t", "-c", &conf]);
     assert!(out.status.success(), "{}", all_output(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -126,7 +92,7 @@ fn test_flag_accepts_a_good_config() {
 fn test_flag_rejects_a_bad_config() {
     let dir = temp_dir();
     let conf = write(&dir, "bad.conf", "port: 4222\nmax_payload: \"abc\"\n");
-    let out = run(&["-t", "-c", &conf], Duration::from_secs(5));
+    let out = run_server(&["-t", "-c", &conf]);
     assert!(!out.status.success(), "{}", all_output(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -136,7 +102,7 @@ fn bad_config_value_is_reported_with_file_and_line() {
     // Both natter and nats-server 2.15 ("bad.conf:2:1: ...") name the file and line.
     let dir = temp_dir();
     let conf = write(&dir, "bad.conf", "port: -1\nmax_payload: \"abc\"\n");
-    let out = run(&["-c", &conf], Duration::from_secs(5));
+    let out = run_server(&["-c", &conf]);
     assert!(
         !out.status.success(),
         "must not start: {}",
@@ -155,10 +121,7 @@ fn bad_config_value_is_reported_with_file_and_line() {
 fn missing_config_file_fails() {
     let dir = temp_dir();
     let missing = dir.join("nope.conf");
-    let out = run(
-        &["-c", missing.to_str().unwrap(), "-p", "-1"],
-        Duration::from_secs(5),
-    );
+    let out = run_server(&["-c", missing.to_str().unwrap(), "-p", "-1"]);
     assert!(!out.status.success(), "{}", all_output(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -170,7 +133,7 @@ fn natter_config_syntax_error_names_the_file() {
     }
     let dir = temp_dir();
     let conf = write(&dir, "broken.conf", "max_payload: 2048\nfoo {\n");
-    let out = run(&["-t", "-c", &conf], Duration::from_secs(5));
+    let out = run_server(&["-t", "-c", &conf]);
     assert!(!out.status.success(), "{}", all_output(&out));
     let text = all_output(&out);
     assert!(text.contains(&conf), "names the file: {text}");

@@ -4,8 +4,14 @@
 
 mod common;
 
+use common::certs::Ca;
+use common::jwt::{self as nj, Account, Operator};
 use common::Server;
+use nkeys::KeyPair;
+use rcgen::DnType;
+use serde_json::json;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -292,26 +298,276 @@ fn server_check_fails_on_a_closed_port() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Authentication and TLS. The servers here need credentials or TLS, so both ends of every check
+// are natter client subcommands: `sub` + `pub`, then `reply` + `req`.
+
+/// A path as a command-line argument.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// `natter <args> -s url <opts...>`.
+fn client_with(url: &str, opts: &[&str], args: &[&str]) -> Command {
+    let mut all = args.to_vec();
+    all.extend(["-s", url]);
+    all.extend_from_slice(opts);
+    client(&all)
+}
+
+/// With the connection options `opts`: a message published with `pub` reaches `sub`, and `req`
+/// gets the answer of `reply`.
+fn round_trip(url: &str, opts: &[&str]) {
+    let mut sub = Running::start(
+        &mut client_with(url, opts, &["sub", "secure.msg", "--count", "1"]),
+        "Subscribing on",
+    );
+    let out = run(&mut client_with(url, opts, &["pub", "secure.msg", "hello"]));
+    assert!(out.status.success(), "pub {opts:?}\n{}", text(&out));
+    let out = sub.finish(LIMIT);
+    assert!(out.status.success(), "sub {opts:?}\n{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[#1] Received on \"secure.msg\"\nhello\n\n"
+    );
+
+    let mut replier = Running::start(
+        &mut client_with(url, opts, &["reply", "secure.svc", "pong", "--count", "1"]),
+        "Listening on",
+    );
+    let out = run(&mut client_with(
+        url,
+        opts,
+        &["req", "secure.svc", "ping", "--timeout", "5s"],
+    ));
+    assert!(out.status.success(), "req {opts:?}\n{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pong\n");
+    let out = replier.finish(LIMIT);
+    assert!(out.status.success(), "reply {opts:?}\n{}", text(&out));
+}
+
+/// `pub` (and `sub`, which must not start listening) with `opts` fail with exit status 1 and a
+/// message containing `expected`; the error text of `pub`.
+fn refused(url: &str, opts: &[&str], expected: &str) -> String {
+    let out = run(&mut client_with(url, opts, &["pub", "secure.msg", "x"]));
+    assert_eq!(out.status.code(), Some(1), "pub {opts:?}\n{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(expected),
+        "pub {opts:?}: want {expected:?}\n{}",
+        text(&out)
+    );
+    let out = run(&mut client_with(url, opts, &["sub", "secure.msg"]));
+    assert_eq!(out.status.code(), Some(1), "sub {opts:?}\n{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(expected),
+        "sub {opts:?}: want {expected:?}\n{}",
+        text(&out)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    err
+}
+
+/// What a refused CONNECT prints, as both servers word it.
+const AUTH_VIOLATION: &str = "natter: server said: Authorization Violation";
+
 #[test]
-fn tls_options_are_refused_not_ignored() {
+fn token_and_user_password_flags() {
+    let server = Server::with_config("authorization { token: \"s3cr3t\" }\n");
+    let url = server.url();
+    round_trip(&url, &["--token", "s3cr3t"]);
+    round_trip(&format!("nats://s3cr3t@{}", server.addr()), &[]);
+    refused(&url, &["--token", "wrong"], AUTH_VIOLATION);
+    refused(&url, &[], AUTH_VIOLATION);
+
+    let server = Server::with_config(
+        "authorization { users: [ {user: alice, password: \"pw1\"}, {user: bob, password: \"pw2\"} ] }\n",
+    );
+    let url = server.url();
+    round_trip(&url, &["--user", "alice", "--password", "pw1"]);
+    round_trip(&format!("nats://bob:pw2@{}", server.addr()), &[]);
+    let err = refused(
+        &url,
+        &["--user", "alice", "--password", "pw2"],
+        AUTH_VIOLATION,
+    );
+    assert_eq!(err.trim_end(), AUTH_VIOLATION, "only the server's words");
+}
+
+/// An operator-mode server with account `A`, and a directory for creds files.
+fn operator_server() -> (Server, Account, PathBuf) {
+    let op = Operator::new();
+    let account = op.account("A", json!({}));
+    let server = Server::with_config(&op.config(&[&account]));
+    (server, account, common::temp_dir())
+}
+
+#[test]
+fn creds_in_operator_mode() {
+    let (server, account, dir) = operator_server();
+    let creds = dir.join("alice.creds");
+    std::fs::write(&creds, account.user_creds("alice", json!({}))).expect("write creds");
+    round_trip(&server.url(), &["--creds", arg(&creds)]);
+}
+
+#[test]
+fn wrong_creds_are_refused_with_the_server_error() {
+    let (server, account, dir) = operator_server();
+    let url = server.url();
+    // A user of an account this server's operator never signed.
+    let stranger = Operator::new().account("X", json!({}));
+    let creds = dir.join("stranger.creds");
+    std::fs::write(&creds, stranger.user_creds("mallory", json!({}))).expect("write creds");
+    refused(&url, &["--creds", arg(&creds)], AUTH_VIOLATION);
+    // A real user's JWT with someone else's seed: the nonce signature does not match.
+    let real = account.user_creds("alice", json!({}));
+    let jwt = real.lines().nth(1).expect("jwt line");
+    let forged = dir.join("forged.creds");
+    let seed = KeyPair::new_user().seed().expect("seed");
+    std::fs::write(&forged, nj::creds(jwt, &seed)).expect("write creds");
+    refused(&url, &["--creds", arg(&forged)], AUTH_VIOLATION);
+    // No credentials at all, and an unreadable creds file (refused before connecting).
+    refused(&url, &[], AUTH_VIOLATION);
+    refused(
+        &url,
+        &["--creds", arg(&dir.join("missing.creds"))],
+        "--creds",
+    );
+}
+
+#[test]
+fn nkey_seed_file() {
+    let user = KeyPair::new_user();
+    let server = Server::with_config(&format!(
+        "authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    ));
+    let url = server.url();
+    let dir = common::temp_dir();
+    let seed = dir.join("user.nk");
+    std::fs::write(&seed, format!("{}\n", user.seed().expect("seed"))).expect("write seed");
+    round_trip(&url, &["--nkey", arg(&seed)]);
+
+    let other = dir.join("other.nk");
+    std::fs::write(&other, KeyPair::new_user().seed().expect("seed")).expect("write seed");
+    refused(&url, &["--nkey", arg(&other)], AUTH_VIOLATION);
+}
+
+/// A server that requires TLS with a certificate from `ca`; `extra` goes into the `tls` block.
+fn tls_server(ca: &Ca, extra: &str) -> Server {
+    let cert = ca.server_cert("server");
+    Server::with_config(&format!(
+        "tls {{\n  cert_file: {}\n  key_file: {}\n  {extra}\n}}\n",
+        cert.cert_conf(),
+        cert.key_conf()
+    ))
+}
+
+#[test]
+fn tls_with_a_ca() {
+    let ca = Ca::new("root");
+    let server = tls_server(&ca, "");
+    let url = server.url();
+    // The server's INFO asks for TLS; a tls:// URL asks for it too. Both spellings of the flag.
+    round_trip(&url, &["--tlsca", arg(&ca.cert)]);
+    round_trip(
+        &format!("tls://127.0.0.1:{}", server.port),
+        &["--tls-ca", arg(&ca.cert)],
+    );
+    round_trip(
+        &format!("tls://localhost:{}", server.port),
+        &["--tlsca", arg(&ca.cert)],
+    );
+    let out = run(&mut client_with(
+        &url,
+        &["--tlsca", arg(&ca.cert)],
+        &["server", "check"],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // No CA to verify the server with, or the wrong one: no connection.
+    refused(&url, &[], "--tlsca");
+    refused(&format!("tls://{}", server.addr()), &[], "--tlsca");
+    let stranger = Ca::new("stranger");
+    refused(&url, &["--tlsca", arg(&stranger.cert)], "certificate");
+}
+
+#[test]
+fn tls_asked_for_is_never_plain_text() {
     let server = Server::start();
-    let mut sub = raw_subscriber(&server, "foo");
-    for flag in ["--tls-ca", "--creds"] {
-        let out = run(&mut client(&[
-            "pub",
-            "-s",
-            &server.url(),
-            "foo",
-            "x",
-            flag,
-            "/nonexistent",
-        ]));
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(flag) && err.contains("not supported yet"),
-            "{err}"
-        );
+    let ca = Ca::new("root");
+    let err = refused(
+        &format!("tls://{}", server.addr()),
+        &["--tlsca", arg(&ca.cert)],
+        "does not offer TLS",
+    );
+    assert!(err.contains("tls://"), "{err}");
+    refused(
+        &server.url(),
+        &["--tlsca", arg(&ca.cert)],
+        "does not offer TLS",
+    );
+    refused(
+        &format!("tls://{}", server.addr()),
+        &[],
+        "does not offer TLS",
+    );
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate() {
+    let ca = Ca::new("root");
+    let server = tls_server(&ca, &format!("ca_file: {}\n  verify: true", ca.cert_conf()));
+    let url = server.url();
+    let alice = ca.client_cert("alice", &[(DnType::CommonName, "alice")], &[]);
+    round_trip(
+        &url,
+        &[
+            "--tlsca",
+            arg(&ca.cert),
+            "--tlscert",
+            arg(&alice.cert),
+            "--tlskey",
+            arg(&alice.key),
+        ],
+    );
+    round_trip(
+        &url,
+        &[
+            "--tls-ca",
+            arg(&ca.cert),
+            "--tls-cert",
+            arg(&alice.cert),
+            "--tls-key",
+            arg(&alice.key),
+        ],
+    );
+
+    // Without a client certificate, or with one from another CA, the server refuses.
+    let stranger = Ca::new("stranger");
+    let mallory = stranger.client_cert("mallory", &[(DnType::CommonName, "mallory")], &[]);
+    let without = ["--tlsca", arg(&ca.cert)];
+    let foreign = [
+        "--tlsca",
+        arg(&ca.cert),
+        "--tlscert",
+        arg(&mallory.cert),
+        "--tlskey",
+        arg(&mallory.key),
+    ];
+    for opts in [&without[..], &foreign[..]] {
+        let out = run(&mut client_with(&url, opts, &["pub", "secure.msg", "x"]));
+        assert_eq!(out.status.code(), Some(1), "{opts:?}\n{}", text(&out));
     }
-    assert!(sub.msgs_until_pong().is_empty());
+}
+
+#[test]
+fn tls_handshake_first() {
+    let ca = Ca::new("root");
+    let server = tls_server(&ca, "handshake_first: true");
+    round_trip(&server.url(), &["--tlsca", arg(&ca.cert), "--tlsfirst"]);
+    round_trip(
+        &format!("tls://{}", server.addr()),
+        &["--tls-ca", arg(&ca.cert), "--tls-first"],
+    );
 }

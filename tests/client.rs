@@ -4,17 +4,9 @@ mod common;
 
 use async_nats::{Client, HeaderMap, RequestErrorKind, Subscriber};
 use bytes::Bytes;
-use common::Server;
+use common::{sync, within, Server};
 use futures::StreamExt;
-use std::future::Future;
 use std::time::Duration;
-
-/// Every await in these tests is bounded, so a broken server fails a test instead of hanging it.
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 async fn connect(server: &Server) -> Client {
     within("connect", async_nats::connect(server.url()))
@@ -26,17 +18,6 @@ async fn next(sub: &mut Subscriber) -> async_nats::Message {
     within("next message", sub.next())
         .await
         .expect("subscription ended")
-}
-
-/// A round trip through the server: when this returns, the server has processed everything
-/// `client` sent before. (`Client::flush` only flushes the socket; it does not wait for the server.)
-async fn sync(client: &Client) {
-    let inbox = client.new_inbox();
-    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, Bytes::new()).await.unwrap();
-    within("sync round trip", probe.next())
-        .await
-        .expect("probe message");
 }
 
 /// Nothing more arrives on `sub` for a short while (the stream may have ended, though).

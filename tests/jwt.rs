@@ -9,39 +9,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use common::jwt::{self as nj, Account, Operator};
-use common::{is_natter, Client, Server};
+use common::{is_natter, sync, within, Client, Server};
 use futures::StreamExt;
 use nkeys::KeyPair;
-use serde_json::json;
-use std::future::Future;
-use std::time::Duration;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 const AUTH_VIOLATION: &[u8] = b"-ERR 'Authorization Violation'\r\n";
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 async fn connect_creds(
     server: &Server,
     creds: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let opts = ConnectOptions::with_credentials(creds).expect("parse creds");
-    within("connect", opts.connect(server.url())).await
-}
-
-/// A round trip through the server for `client`, so its earlier SUBs are in place.
-async fn sync(client: &async_nats::Client) {
-    let inbox = client.new_inbox();
-    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, Bytes::new()).await.unwrap();
-    within("sync", probe.next()).await.expect("probe");
+    common::connect_with(server, opts).await
 }
 
 /// A user JWT and key pair signed by `signer` (the account or one of its signing keys).
-fn user(signer: &KeyPair, nats: serde_json::Value, top: serde_json::Value) -> (String, KeyPair) {
+fn user(signer: &KeyPair, nats: Value, top: Value) -> (String, KeyPair) {
     let kp = KeyPair::new_user();
     let jwt = nj::user_jwt(signer, &kp.public_key(), "u", nats, top);
     (jwt, kp)
@@ -85,6 +70,38 @@ fn setup() -> Setup {
     let b = op.account("B", json!({}));
     let server = Server::with_config(&op.config(&[&a, &b]));
     Setup { op, a, b, server }
+}
+
+/// A server trusting one account `A` with the given `nats` claims.
+fn serve_one(nats: Value) -> (Account, Server) {
+    let op = Operator::new();
+    let a = op.account("A", nats);
+    let server = Server::with_config(&op.config(&[&a]));
+    (a, server)
+}
+
+/// Account `limits` claims: unlimited except for `overrides`.
+fn limits(overrides: Value) -> Value {
+    let mut limits = nj::unlimited();
+    for (k, v) in overrides.as_object().expect("an object") {
+        limits[k] = v.clone();
+    }
+    limits
+}
+
+/// Reads until the server closes `c` for an expired user (answering its PINGs on the way);
+/// returns how long that took from `since`.
+fn expect_expired(c: &mut Client, since: Instant) -> Duration {
+    let mut line = c.read_line();
+    while line == "PING" {
+        c.send(b"PONG\r\n");
+        line = c.read_line();
+    }
+    let waited = since.elapsed();
+    assert_eq!(line, "-ERR 'User Authentication Expired'");
+    let rest = c.expect_closed();
+    assert!(rest.is_empty(), "{rest:?}");
+    waited
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,13 +230,7 @@ fn account_signed_by_another_operator_is_not_loaded() {
     let op = Operator::new();
     let a = op.account("A", json!({}));
     // An account JWT signed by a different operator, preloaded anyway.
-    let other_op = KeyPair::new_operator();
-    let rogue_kp = KeyPair::new_account();
-    let rogue = Account {
-        jwt: nj::account_jwt(&other_op, &rogue_kp.public_key(), "ROGUE", json!({})),
-        kp: rogue_kp,
-        name: "ROGUE".into(),
-    };
+    let rogue = Account::signed_by(&KeyPair::new_operator(), "ROGUE", json!({}));
     let config = op.config(&[&a, &rogue]);
     // nats-server starts and just never trusts that account. Refusing to start, naming it, is
     // acceptable too (natter does so); the harness reports an early exit by panicking.
@@ -337,10 +348,8 @@ fn accounts_are_isolated() {
 
 #[tokio::test]
 async fn user_signed_by_an_account_signing_key() {
-    let op = Operator::new();
     let signing = KeyPair::new_account();
-    let a = op.account("A", json!({ "signing_keys": [signing.public_key()] }));
-    let server = Server::with_config(&op.config(&[&a]));
+    let (a, server) = serve_one(json!({ "signing_keys": [signing.public_key()] }));
     let (jwt, kp) = user(
         &signing,
         json!({ "issuer_account": a.public_key() }),
@@ -371,26 +380,17 @@ async fn user_signed_by_an_account_signing_key() {
 async fn account_signed_by_an_operator_signing_key() {
     let op_kp = KeyPair::new_operator();
     let op_signing = KeyPair::new_operator();
-    let sys_kp = KeyPair::new_account();
+    let system = Account::signed_by(&op_signing, "SYS", json!({}));
     let op = Operator {
         jwt: nj::operator_jwt(
             &op_kp,
             "OP",
-            json!({ "system_account": sys_kp.public_key(), "signing_keys": [op_signing.public_key()] }),
+            json!({ "system_account": system.public_key(), "signing_keys": [op_signing.public_key()] }),
         ),
-        system: Account {
-            jwt: nj::account_jwt(&op_signing, &sys_kp.public_key(), "SYS", json!({})),
-            kp: sys_kp,
-            name: "SYS".into(),
-        },
+        system,
         kp: op_kp,
     };
-    let a_kp = KeyPair::new_account();
-    let a = Account {
-        jwt: nj::account_jwt(&op_signing, &a_kp.public_key(), "A", json!({})),
-        kp: a_kp,
-        name: "A".into(),
-    };
+    let a = Account::signed_by(&op_signing, "A", json!({}));
     let server = Server::with_config(&op.config(&[&a]));
     connect_creds(&server, &a.user_creds("u", json!({})))
         .await
@@ -400,30 +400,16 @@ async fn account_signed_by_an_operator_signing_key() {
 #[tokio::test]
 async fn jwt_stream_export_and_import() {
     let op = Operator::new();
-    let a_kp = KeyPair::new_account();
-    let b_kp = KeyPair::new_account();
-    let a = Account {
-        jwt: nj::account_jwt(
-            &op.kp,
-            &a_kp.public_key(),
-            "A",
-            json!({ "exports": [ { "name": "ev", "subject": "events.>", "type": "stream" } ] }),
-        ),
-        kp: a_kp,
-        name: "A".into(),
-    };
-    let b = Account {
-        jwt: nj::account_jwt(
-            &op.kp,
-            &b_kp.public_key(),
-            "B",
-            json!({ "imports": [ {
-                "name": "ev", "subject": "events.>", "account": a.public_key(), "type": "stream"
-            } ] }),
-        ),
-        kp: b_kp,
-        name: "B".into(),
-    };
+    let a = op.account(
+        "A",
+        json!({ "exports": [ { "name": "ev", "subject": "events.>", "type": "stream" } ] }),
+    );
+    let b = op.account(
+        "B",
+        json!({ "imports": [ {
+            "name": "ev", "subject": "events.>", "account": a.public_key(), "type": "stream"
+        } ] }),
+    );
     let server = Server::with_config(&op.config(&[&a, &b]));
     let pa = connect_creds(&server, &a.user_creds("pa", json!({})))
         .await
@@ -443,31 +429,17 @@ async fn jwt_stream_export_and_import() {
 #[tokio::test]
 async fn jwt_service_export_and_import() {
     let op = Operator::new();
-    let a_kp = KeyPair::new_account();
-    let b_kp = KeyPair::new_account();
-    let a = Account {
-        jwt: nj::account_jwt(
-            &op.kp,
-            &a_kp.public_key(),
-            "A",
-            json!({ "exports": [ { "name": "help", "subject": "help", "type": "service" } ] }),
-        ),
-        kp: a_kp,
-        name: "A".into(),
-    };
-    let b = Account {
-        jwt: nj::account_jwt(
-            &op.kp,
-            &b_kp.public_key(),
-            "B",
-            json!({ "imports": [ {
-                "name": "help", "subject": "help", "account": a.public_key(),
-                "local_subject": "a.help", "type": "service"
-            } ] }),
-        ),
-        kp: b_kp,
-        name: "B".into(),
-    };
+    let a = op.account(
+        "A",
+        json!({ "exports": [ { "name": "help", "subject": "help", "type": "service" } ] }),
+    );
+    let b = op.account(
+        "B",
+        json!({ "imports": [ {
+            "name": "help", "subject": "help", "account": a.public_key(),
+            "local_subject": "a.help", "type": "service"
+        } ] }),
+    );
     let server = Server::with_config(&op.config(&[&a, &b]));
     let responder = connect_creds(&server, &a.user_creds("responder", json!({})))
         .await
@@ -516,17 +488,293 @@ fn user_jwt_limits_apply() {
 
 #[test]
 fn account_connection_limit() {
-    let op = Operator::new();
-    let mut limits = nj::unlimited();
-    limits["conn"] = json!(1);
-    let a = op.account("A", json!({ "limits": limits }));
-    let server = Server::with_config(&op.config(&[&a]));
+    let (a, server) = serve_one(json!({ "limits": limits(json!({ "conn": 1 })) }));
     let (jwt, kp) = user(&a.kp, json!({}), json!({}));
     let _first = raw_login(&server, &jwt, &kp);
     let (jwt, kp) = user(&a.kp, json!({}), json!({}));
     let mut c = raw_connect(&server, &jwt, &kp, true);
     c.expect(b"-ERR 'maximum account active connections exceeded'\r\n");
     c.expect_closed();
+}
+
+#[test]
+fn account_subscription_limit_applies_to_each_connection() {
+    let (a, server) = serve_one(json!({ "limits": limits(json!({ "subs": 2 })) }));
+    let (jwt, kp) = user(&a.kp, json!({}), json!({}));
+    let mut c1 = raw_login(&server, &jwt, &kp);
+    c1.send(b"SUB a 1\r\nSUB b 2\r\nPING\r\n");
+    c1.expect(b"PONG\r\n");
+    // nats-server counts the account's `subs` per connection: a second connection gets its own
+    // two, so the account holds four.
+    let (jwt, kp) = user(&a.kp, json!({}), json!({}));
+    let mut c2 = raw_login(&server, &jwt, &kp);
+    c2.send(b"SUB c 1\r\nSUB d 2\r\nPING\r\n");
+    c2.expect(b"PONG\r\n");
+    // A third on either is refused; the connection stays open.
+    c1.send(b"SUB e 3\r\nPING\r\n");
+    c1.expect(b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+    c2.send(b"SUB e 3\r\nPING\r\n");
+    c2.expect(b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+    // An UNSUB makes room again.
+    c1.send(b"UNSUB 1\r\nSUB e 3\r\nPUB e 1\r\n!\r\nPING\r\n");
+    c1.expect(b"MSG e 3 1\r\n!\r\nPONG\r\n");
+    // A user JWT allowing more does not lift the account's limit.
+    let (jwt, kp) = user(&a.kp, json!({ "subs": 5 }), json!({}));
+    let mut c3 = raw_login(&server, &jwt, &kp);
+    c3.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPING\r\n");
+    c3.expect(b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+}
+
+#[test]
+fn account_payload_limit() {
+    let (a, server) = serve_one(json!({ "limits": limits(json!({ "payload": 8 })) }));
+    // Unlimited in the user JWT, and more than the account allows: the account's 8 bytes hold.
+    for nats in [json!({}), json!({ "payload": 100 })] {
+        let (jwt, kp) = user(&a.kp, nats, json!({}));
+        let mut c = raw_login(&server, &jwt, &kp);
+        c.send(b"SUB a 1\r\nPUB a 8\r\n12345678\r\nPING\r\n");
+        c.expect(b"MSG a 1 8\r\n12345678\r\nPONG\r\n");
+        c.send(b"PUB a 9\r\n123456789\r\n");
+        c.expect(b"-ERR 'Maximum Payload Violation'\r\n");
+        let rest = c.expect_closed();
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may connect, from where, when and for how long: user `src`, `times` and `exp`, account
+// `revocations`.
+
+#[test]
+fn user_src_limits_client_addresses() {
+    let s = setup();
+    // The test clients connect from 127.0.0.1.
+    for src in [
+        json!(["127.0.0.0/8"]),
+        json!(["10.0.0.0/8", "127.0.0.1/32"]),
+    ] {
+        let (jwt, kp) = user(&s.a.kp, json!({ "src": src }), json!({}));
+        raw_login(&s.server, &jwt, &kp);
+    }
+    for src in [
+        json!(["10.0.0.0/8"]),
+        json!(["10.0.0.0/8", "192.168.0.0/16"]),
+    ] {
+        let (jwt, kp) = user(&s.a.kp, json!({ "src": src }), json!({}));
+        assert_raw_refused(&s.server, &jwt, &kp);
+    }
+}
+
+#[test]
+fn user_src_entries_must_be_cidr_blocks() {
+    let s = setup();
+    // nats-server parses each entry as a CIDR block: a bare address matches nothing.
+    let (jwt, kp) = user(&s.a.kp, json!({ "src": ["127.0.0.1"] }), json!({}));
+    assert_raw_refused(&s.server, &jwt, &kp);
+}
+
+/// `HH:MM:SS` of a second of the day.
+fn hms(second_of_day: i64) -> String {
+    let t = second_of_day.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
+/// The current second of the day in UTC, at least 10 s away from midnight (waits if need be), so
+/// that windows near now need not wrap.
+fn utc_second_of_day() -> i64 {
+    loop {
+        let t = nj::now().rem_euclid(86_400);
+        if (10..86_390).contains(&t) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn user_times_limit_connection_hours() {
+    let s = setup();
+    let now = utc_second_of_day();
+    let inside = json!({ "start": hms((now - 3600).max(0)), "end": hms((now + 3600).min(86_399)) });
+    let outside = if now >= 7200 {
+        json!({ "start": "00:00:00", "end": hms(now - 3600) })
+    } else {
+        json!({ "start": hms(now + 3600), "end": "23:59:59" })
+    };
+    for zone in ["UTC", "Etc/UTC"] {
+        let times = |windows: Value| json!({ "times": windows, "times_location": zone });
+        let (jwt, kp) = user(&s.a.kp, times(json!([inside])), json!({}));
+        raw_login(&s.server, &jwt, &kp);
+        // Any one window containing now will do.
+        let (jwt, kp) = user(&s.a.kp, times(json!([outside, inside])), json!({}));
+        raw_login(&s.server, &jwt, &kp);
+        let (jwt, kp) = user(&s.a.kp, times(json!([outside])), json!({}));
+        assert_raw_refused(&s.server, &jwt, &kp);
+    }
+    // No location (or "Local") means the server's local time; the whole day is safe to check.
+    for zone in ["", "Local"] {
+        let (jwt, kp) = user(
+            &s.a.kp,
+            json!({ "times": [{ "start": "00:00:00", "end": "23:59:59" }], "times_location": zone }),
+            json!({}),
+        );
+        raw_login(&s.server, &jwt, &kp);
+    }
+    // A location the server does not know refuses the user.
+    let (jwt, kp) = user(
+        &s.a.kp,
+        json!({ "times": [inside], "times_location": "Mars/Olympus_Mons" }),
+        json!({}),
+    );
+    assert_raw_refused(&s.server, &jwt, &kp);
+}
+
+#[test]
+fn connection_closes_when_its_time_window_ends() {
+    let s = setup();
+    let now = utc_second_of_day();
+    let window = json!({ "start": hms(now - 10), "end": hms(now + 2) });
+    let (jwt, kp) = user(
+        &s.a.kp,
+        json!({ "times": [window], "times_location": "UTC" }),
+        json!({}),
+    );
+    let since = Instant::now();
+    let mut c = raw_login(&s.server, &jwt, &kp);
+    let waited = expect_expired(&mut c, since);
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
+fn connection_closes_when_the_user_jwt_expires() {
+    let s = setup();
+    let (jwt, kp) = user(&s.a.kp, json!({}), json!({ "exp": nj::now() + 2 }));
+    let since = Instant::now();
+    let mut c = raw_login(&s.server, &jwt, &kp);
+    c.send(b"SUB x 1\r\nPUB x 1\r\n!\r\nPING\r\n");
+    c.expect(b"MSG x 1 1\r\n!\r\nPONG\r\n");
+    // `exp` is whole seconds: between one and two seconds away. (nats-server rounds the wait to
+    // whole seconds too and closes at two.)
+    let waited = expect_expired(&mut c, since);
+    assert!(
+        waited > Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn revoked_user_is_refused() {
+    let revoked = KeyPair::new_user();
+    let at = nj::now();
+    let (a, server) = serve_one(json!({ "revocations": { revoked.public_key(): at } }));
+    let issued_at = |iat: i64| {
+        nj::user_jwt(
+            &a.kp,
+            &revoked.public_key(),
+            "r",
+            json!({}),
+            json!({ "iat": iat }),
+        )
+    };
+    // Issued before the revocation, or in the same second: refused.
+    assert_raw_refused(&server, &issued_at(at - 60), &revoked);
+    assert_raw_refused(&server, &issued_at(at), &revoked);
+    // Reissued after it: fine.
+    raw_login(&server, &issued_at(at + 1), &revoked);
+    // Other users of the account are not affected.
+    let (jwt, kp) = user(&a.kp, json!({}), json!({ "iat": at - 60 }));
+    raw_login(&server, &jwt, &kp);
+}
+
+#[test]
+fn revoking_all_users_issued_before_a_time() {
+    let at = nj::now();
+    let (a, server) = serve_one(json!({ "revocations": { "*": at } }));
+    for iat in [at - 60, at] {
+        let (jwt, kp) = user(&a.kp, json!({}), json!({ "iat": iat }));
+        assert_raw_refused(&server, &jwt, &kp);
+    }
+    let (jwt, kp) = user(&a.kp, json!({}), json!({ "iat": at + 1 }));
+    raw_login(&server, &jwt, &kp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoped signing keys: the account's template, not the user JWT, says what such users may do.
+
+/// A user JWT issued by `signing_key` on behalf of `account`, with exactly the `nats` claims
+/// given (no default limits, unlike [`user`]).
+fn scoped_user(signing_key: &KeyPair, account: &Account, mut nats: Value) -> (String, KeyPair) {
+    let kp = KeyPair::new_user();
+    nats["issuer_account"] = json!(account.public_key());
+    let claims = nj::claims(
+        &signing_key.public_key(),
+        &kp.public_key(),
+        "scoped",
+        "user",
+        nats,
+        json!({}),
+    );
+    (nj::encode(&claims, signing_key), kp)
+}
+
+/// An account whose signing keys are scoped: each `(key, template)` a `user_scope` key.
+fn scoped_account(scopes: &[(&KeyPair, Value)]) -> (Account, Server) {
+    let keys: Vec<Value> = scopes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, template))| {
+            json!({
+                "kind": "user_scope", "key": key.public_key(), "role": format!("role{i}"),
+                "template": template
+            })
+        })
+        .collect();
+    serve_one(json!({ "signing_keys": keys }))
+}
+
+#[test]
+fn scoped_signing_key_users_get_the_template() {
+    let no_secrets = KeyPair::new_account();
+    let one_sub = KeyPair::new_account();
+    let (a, server) = scoped_account(&[
+        (
+            &no_secrets,
+            json!({ "pub": { "deny": ["secret"] }, "subs": -1, "data": -1, "payload": -1 }),
+        ),
+        (&one_sub, json!({ "subs": 1, "data": -1, "payload": -1 })),
+    ]);
+    let (jwt, kp) = scoped_user(&no_secrets, &a, json!({}));
+    let mut c = raw_login(&server, &jwt, &kp);
+    c.send(b"SUB secret 1\r\nSUB open 2\r\nPUB secret 1\r\nx\r\nPUB open 1\r\ny\r\nPING\r\n");
+    c.expect(b"-ERR 'Permissions Violation for Publish to \"secret\"'\r\n");
+    c.expect(b"MSG open 2 1\r\ny\r\nPONG\r\n");
+
+    let (jwt, kp) = scoped_user(&one_sub, &a, json!({}));
+    let mut c = raw_login(&server, &jwt, &kp);
+    c.send(b"SUB a 1\r\nSUB b 2\r\nPING\r\n");
+    c.expect(b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+}
+
+#[test]
+fn scoped_signing_key_users_may_not_bring_their_own_permissions() {
+    let sk = KeyPair::new_account();
+    let (a, server) = scoped_account(&[(
+        &sk,
+        json!({ "pub": { "deny": ["secret"] }, "subs": -1, "data": -1, "payload": -1 }),
+    )]);
+    for nats in [
+        json!({ "pub": { "allow": ["secret"] } }),
+        json!({ "sub": { "deny": ["x"] } }),
+        json!({ "subs": 5 }),
+        // Even the unlimited limits an unscoped user JWT carries.
+        json!({ "subs": -1, "data": -1, "payload": -1 }),
+    ] {
+        let (jwt, kp) = scoped_user(&sk, &a, nats.clone());
+        let mut c = raw_connect(&server, &jwt, &kp, true);
+        c.expect(AUTH_VIOLATION);
+        let rest = c.expect_closed();
+        assert!(rest.is_empty(), "{nats}: {rest:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,10 +824,9 @@ fn system_account_must_be_resolvable() {
         "",
     );
     assert!(!config.contains(&op.system.jwt));
-    let out = run_to_exit(&config);
+    let out = common::run_config(&config, &[]);
     assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text = common::all_output(&out);
     assert!(
         text.contains("system account") || text.contains("system_account"),
         "{text}"
@@ -590,35 +837,4 @@ fn system_account_must_be_resolvable() {
             "{text}"
         );
     }
-}
-
-/// Runs the server binary on `config` until it exits by itself (within 5 s).
-fn run_to_exit(config: &str) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let dir = common::temp_dir();
-    let path = dir.join("server.conf");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(common::server_bin())
-        .arg("-c")
-        .arg(&path)
-        .args(["-a", "127.0.0.1", "-p", "-1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "server kept running\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    child.wait_with_output().unwrap()
 }

@@ -11,16 +11,6 @@ use std::time::Duration;
 
 const UNKNOWN_OP: &[u8] = b"-ERR 'Unknown Protocol Operation'\r\n";
 
-fn msg(subject: &str, sid: &str, payload: &[u8]) -> Msg {
-    Msg {
-        subject: subject.into(),
-        sid: sid.into(),
-        reply: None,
-        headers: None,
-        payload: payload.to_vec(),
-    }
-}
-
 #[test]
 fn info_has_the_expected_fields() {
     let server = Server::start();
@@ -362,7 +352,10 @@ fn queue_group_delivers_each_message_to_exactly_one_member() {
     let all = plain.msgs_until_pong();
     assert_eq!(all.len(), N, "a plain subscriber still gets every message");
     for (i, m) in all.iter().enumerate() {
-        assert_eq!(*m, msg(&format!("jobs.{i}"), "9", i.to_string().as_bytes()));
+        assert_eq!(
+            *m,
+            Msg::new(&format!("jobs.{i}"), "9", i.to_string().as_bytes())
+        );
     }
 }
 
@@ -601,14 +594,14 @@ fn random_write_boundaries_do_not_change_the_transcript() {
     let mut want = vec![
         Msg {
             reply: Some("r".into()),
-            ..msg("s.a", "1", b"abc")
+            ..Msg::new("s.a", "1", b"abc")
         },
         Msg {
             headers: Some(b"NATS/1.0\r\nA:b\r\n\r\n".to_vec()),
-            ..msg("s.b", "1", b"hi")
+            ..Msg::new("s.b", "1", b"hi")
         },
-        msg("s.c", "1", b""),
-        msg("s.c", "2", b""),
+        Msg::new("s.c", "1", b""),
+        Msg::new("s.c", "2", b""),
     ];
     want.sort_by(|a, b| (&a.subject, &a.sid).cmp(&(&b.subject, &b.sid)));
     let cuts = proptest::collection::vec(0..input.len(), 1..8);

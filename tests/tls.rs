@@ -7,19 +7,12 @@ mod common;
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use bytes::Bytes;
 use common::certs::{Ca, CertFiles};
-use common::{is_natter, Server};
+use common::{connect_with, is_natter, next_event_containing, with_events, within, Events, Server};
 use futures::StreamExt;
 use rcgen::DnType;
-use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// A CA with a server certificate in its directory.
 fn pki() -> (Ca, CertFiles) {
@@ -44,13 +37,6 @@ fn tls_opts(ca: &Ca) -> ConnectOptions {
 
 fn with_client_cert(opts: ConnectOptions, cert: &CertFiles) -> ConnectOptions {
     opts.add_client_certificate(cert.cert.clone(), cert.key.clone())
-}
-
-async fn connect(
-    server: &Server,
-    opts: ConnectOptions,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    within("connect", opts.connect(server.url())).await
 }
 
 async fn assert_pub_sub(client: &async_nats::Client) {
@@ -137,11 +123,13 @@ fn info_says_tls_required() {
 async fn async_nats_over_tls() {
     let (ca, cert) = pki();
     let server = Server::with_config(&tls_block(&cert, ""));
-    let client = connect(&server, tls_opts(&ca)).await.expect("TLS connect");
+    let client = connect_with(&server, tls_opts(&ca))
+        .await
+        .expect("TLS connect");
     assert!(client.server_info().tls_required);
     assert_pub_sub(&client).await;
     // A second client sees the first one's messages over its own TLS session.
-    let other = connect(&server, tls_opts(&ca))
+    let other = connect_with(&server, tls_opts(&ca))
         .await
         .expect("second TLS connect");
     let mut sub = other.subscribe("cross").await.unwrap();
@@ -163,7 +151,7 @@ async fn client_that_does_not_trust_the_server_fails() {
     let (_ca, cert) = pki();
     let other_ca = Ca::new("other");
     let server = Server::with_config(&tls_block(&cert, ""));
-    let err = connect(&server, tls_opts(&other_ca))
+    let err = connect_with(&server, tls_opts(&other_ca))
         .await
         .expect_err("the server's certificate is not from a trusted CA");
     // async-nats reports rustls' verdict as an I/O error.
@@ -208,12 +196,12 @@ async fn tls_and_token_together() {
         "{}authorization {{ token: \"t0k\" }}\n",
         tls_block(&cert, "")
     ));
-    let client = connect(&server, tls_opts(&ca).token("t0k".into()))
+    let client = connect_with(&server, tls_opts(&ca).token("t0k".into()))
         .await
         .expect("TLS + token");
     assert!(client.server_info().auth_required);
     assert_pub_sub(&client).await;
-    let err = connect(&server, tls_opts(&ca).token("bad".into()))
+    let err = connect_with(&server, tls_opts(&ca).token("bad".into()))
         .await
         .expect_err("wrong token over TLS");
     assert_eq!(
@@ -252,7 +240,7 @@ async fn verify_accepts_a_client_certificate_from_the_ca() {
         ],
         &[],
     );
-    let client = connect(&server, with_client_cert(tls_opts(&ca), &alice))
+    let client = connect_with(&server, with_client_cert(tls_opts(&ca), &alice))
         .await
         .expect("client certificate accepted");
     assert_pub_sub(&client).await;
@@ -262,7 +250,7 @@ async fn verify_accepts_a_client_certificate_from_the_ca() {
 async fn verify_refuses_a_client_without_a_certificate() {
     let (ca, cert) = pki();
     let server = Server::with_config(&verify_conf(&ca, &cert, "verify: true"));
-    let result = connect(&server, tls_opts(&ca)).await;
+    let result = connect_with(&server, tls_opts(&ca)).await;
     assert!(result.is_err(), "no client certificate must not connect");
 }
 
@@ -272,7 +260,7 @@ async fn verify_refuses_a_certificate_from_another_ca() {
     let server = Server::with_config(&verify_conf(&ca, &cert, "verify: true"));
     let rogue_ca = Ca::new("rogue");
     let mallory = rogue_ca.client_cert("mallory", &[(DnType::CommonName, "mallory")], &[]);
-    let result = connect(&server, with_client_cert(tls_opts(&ca), &mallory)).await;
+    let result = connect_with(&server, with_client_cert(tls_opts(&ca), &mallory)).await;
     assert!(
         result.is_err(),
         "a certificate from an unknown CA must not connect"
@@ -297,49 +285,25 @@ fn map_conf(ca: &Ca, cert: &CertFiles, users: &[(&str, &str)]) -> String {
     )
 }
 
-/// Connects with `cert` and returns the client plus a receiver of server-error event texts.
+/// Connects with `cert` and returns the client plus its events.
 async fn connect_mapped(
     server: &Server,
     ca: &Ca,
     cert: &CertFiles,
-) -> Result<
-    (
-        async_nats::Client,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    ),
-    async_nats::ConnectError,
-> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let opts = with_client_cert(tls_opts(ca), cert).event_callback(move |event| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(event.to_string());
-        }
-    });
-    let client = connect(server, opts).await?;
-    Ok((client, rx))
+) -> Result<(async_nats::Client, Events), async_nats::ConnectError> {
+    let (opts, events) = with_events(with_client_cert(tls_opts(ca), cert));
+    let client = connect_with(server, opts).await?;
+    Ok((client, events))
 }
 
 /// `subject` is denied to this client: the server reports a publish Permissions Violation.
-async fn assert_publish_denied(
-    client: &async_nats::Client,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    subject: &str,
-) {
+async fn assert_publish_denied(client: &async_nats::Client, events: &mut Events, subject: &str) {
     client
         .publish(subject.to_string(), Bytes::from_static(b"x"))
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let event = within("permissions violation event", async {
-        loop {
-            let e = events.recv().await.expect("event stream open");
-            if e.contains("Permissions Violation") {
-                return e;
-            }
-        }
-    })
-    .await;
+    let event = next_event_containing(events, "Permissions Violation").await;
     assert!(event.contains(subject), "{event}");
 }
 
@@ -475,7 +439,7 @@ async fn verify_and_map_refuses_unmapped_certificates() {
     );
     let opts = with_client_cert(tls_opts(&ca), &eve)
         .user_and_password("CN=alice,O=natter".into(), "x".into());
-    let err = connect(&server, opts)
+    let err = connect_with(&server, opts)
         .await
         .expect_err("eve claiming alice");
     assert_eq!(
@@ -484,7 +448,7 @@ async fn verify_and_map_refuses_unmapped_certificates() {
         "{err}"
     );
     // Without any certificate there is no handshake to begin with.
-    assert!(connect(&server, tls_opts(&ca)).await.is_err());
+    assert!(connect_with(&server, tls_opts(&ca)).await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,7 +458,7 @@ async fn verify_and_map_refuses_unmapped_certificates() {
 async fn handshake_first_with_async_nats() {
     let (ca, cert) = pki();
     let server = Server::with_config(&tls_block(&cert, "handshake_first: true"));
-    let client = connect(&server, tls_opts(&ca).tls_first())
+    let client = connect_with(&server, tls_opts(&ca).tls_first())
         .await
         .expect("TLS-first connect");
     assert!(client.server_info().tls_required);
@@ -553,12 +517,12 @@ fn handshake_first_with_a_fallback_delay_sends_info_to_plain_clients() {
 async fn handshake_first_with_a_fallback_delay_still_takes_tls_first_clients() {
     let (ca, cert) = pki();
     let server = Server::with_config(&tls_block(&cert, "handshake_first: \"300ms\""));
-    let client = connect(&server, tls_opts(&ca).tls_first())
+    let client = connect_with(&server, tls_opts(&ca).tls_first())
         .await
         .expect("TLS-first connect");
     assert_pub_sub(&client).await;
     // ... and, after the delay, clients that wait for INFO.
-    let client = connect(&server, tls_opts(&ca))
+    let client = connect_with(&server, tls_opts(&ca))
         .await
         .expect("INFO-first connect after the fallback delay");
     assert_pub_sub(&client).await;

@@ -47,6 +47,8 @@ pub struct Presented<'a> {
     pub nonce: &'a [u8],
     /// The client's verified certificate (for `verify_and_map`).
     pub cert: Option<&'a rustls::pki_types::CertificateDer<'static>>,
+    /// The client's address (user JWTs may limit where users connect from).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Why authentication failed: for the server log only.
@@ -309,6 +311,7 @@ mod tests {
                 connect: &c,
                 nonce: b"nonce",
                 cert: None,
+                ip: None,
             },
             &accounts,
         )

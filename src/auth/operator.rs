@@ -4,6 +4,7 @@
 //! user's nkey (what a `.creds` file holds).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,8 +68,11 @@ fn verified_accounts(op: &Operator) -> Result<Vec<Claims<AccountClaims>>, String
 pub fn accounts(op: &Operator) -> Result<Accounts, String> {
     let claims = verified_accounts(op)?;
     let all = Accounts::with_accounts(claims.iter().map(|c| {
+        let l = &c.nats.limits;
         let limits = AccountLimits {
-            connections: usize::try_from(c.nats.limits.conn).ok(),
+            connections: usize::try_from(l.conn).ok(),
+            subscriptions: usize::try_from(l.subs).ok(),
+            payload: usize::try_from(l.payload).ok(),
         };
         (c.sub.as_str(), limits)
     }));
@@ -213,6 +217,43 @@ impl Trust {
         if account.nats.is_user_revoked(&user.sub, user.iat) {
             return Err(Denied(format!("user {} is revoked", user.sub)));
         }
+        let mut window_end = None;
+        if !claims.src.is_empty()
+            && !p
+                .ip
+                .is_some_and(|ip| claims.src.iter().any(|c| in_cidr(c, ip)))
+        {
+            return Err(Denied(format!(
+                "user {} may not connect from {:?}",
+                user.sub, p.ip
+            )));
+        }
+        if !claims.times.is_empty() {
+            let now = match claims.times_location.as_str() {
+                "" | "Local" => chrono::Local::now().time(),
+                "UTC" | "Etc/UTC" | "GMT" => chrono::Utc::now().time(),
+                zone => {
+                    // No time-zone database here: refuse rather than guess the window.
+                    return Err(Denied(format!(
+                        "user {}: connection times in zone {zone:?} cannot be checked",
+                        user.sub
+                    )));
+                }
+            };
+            // The connection may last until the end of the window it came in.
+            let left = claims
+                .times
+                .iter()
+                .filter_map(|t| window_left(t, now))
+                .max();
+            let Some(left) = left else {
+                return Err(Denied(format!(
+                    "user {} may not connect at this time of day",
+                    user.sub
+                )));
+            };
+            window_end = Some(SystemTime::now() + left);
+        }
         let bearer = claims.bearer_token && !account.nats.limits.disallow_bearer;
         if !bearer {
             let sig = p.connect.sig.as_deref().unwrap_or_default();
@@ -237,9 +278,19 @@ impl Trust {
             expires: user
                 .expires()
                 .and_then(|exp| u64::try_from(exp).ok())
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-            max_subscriptions: limit(claims.subs),
-            max_payload: limit(claims.payload),
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+                .into_iter()
+                .chain(window_end)
+                .min(),
+            // nats-server applies the account's `subs` to each connection, not the account.
+            max_subscriptions: match (limit(claims.subs), trusted.account.limits.subscriptions) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            max_payload: match (limit(claims.payload), trusted.account.limits.payload) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         })
     }
 }
@@ -266,8 +317,106 @@ fn permissions(
     }
 }
 
+/// Whether `ip` is in `cidr` (`10.0.0.0/8`, `::1/128`). A bare address is not a CIDR block
+/// and matches nothing, as in nats-server.
+fn in_cidr(cidr: &str, ip: IpAddr) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(bits)) = (net.trim().parse::<IpAddr>(), bits.trim().parse::<u32>()) else {
+        return false;
+    };
+    // An IPv4 client on a dual-stack socket shows up as an IPv4-mapped IPv6 address.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let bits = bits.min(32);
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let bits = bits.min(128);
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// How long until a daily window ends, if `now` falls in it; a window whose end is before its
+/// start spans midnight.
+fn window_left(t: &jwt::TimeRange, now: chrono::NaiveTime) -> Option<Duration> {
+    let parse = |s: &str| chrono::NaiveTime::parse_from_str(s, "%H:%M:%S").ok();
+    let (start, end) = (parse(&t.start)?, parse(&t.end)?);
+    let inside = if start <= end {
+        start <= now && now <= end
+    } else {
+        now >= start || now <= end
+    };
+    if !inside {
+        return None;
+    }
+    let mut left = end.signed_duration_since(now);
+    if left < chrono::TimeDelta::zero() {
+        left += chrono::TimeDelta::days(1);
+    }
+    left.to_std().ok()
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_cidr("10.0.0.0/8", ip("10.1.2.3")));
+        assert!(!in_cidr("10.0.0.0/8", ip("11.1.2.3")));
+        assert!(in_cidr("127.0.0.1/32", ip("127.0.0.1")));
+        assert!(!in_cidr("127.0.0.1", ip("127.0.0.1")));
+        assert!(in_cidr("0.0.0.0/0", ip("8.8.8.8")));
+        assert!(in_cidr("127.0.0.0/8", ip("::ffff:127.0.0.1")));
+        assert!(in_cidr("::1/128", ip("::1")));
+        assert!(!in_cidr("garbage", ip("::1")));
+    }
+
+    #[test]
+    fn windows() {
+        let t = |a: &str, b: &str| jwt::TimeRange {
+            start: a.into(),
+            end: b.into(),
+        };
+        let at = |s: &str| chrono::NaiveTime::parse_from_str(s, "%H:%M:%S").unwrap();
+        let hours = |h: u64| Some(Duration::from_secs(h * 3600));
+        assert_eq!(
+            window_left(&t("08:00:00", "17:00:00"), at("12:00:00")),
+            hours(5)
+        );
+        assert_eq!(
+            window_left(&t("08:00:00", "17:00:00"), at("18:00:00")),
+            None
+        );
+        assert_eq!(
+            window_left(&t("22:00:00", "02:00:00"), at("23:00:00")),
+            hours(3)
+        );
+        assert_eq!(
+            window_left(&t("22:00:00", "02:00:00"), at("01:00:00")),
+            hours(1)
+        );
+        assert_eq!(
+            window_left(&t("22:00:00", "02:00:00"), at("12:00:00")),
+            None
+        );
+        assert_eq!(window_left(&t("bad", "02:00:00"), at("01:00:00")), None);
+    }
 }

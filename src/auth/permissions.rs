@@ -13,6 +13,10 @@ use crate::subject;
 
 /// Publish-decision cache entries kept per connection (subjects repeat; lists are short).
 const CACHE_MAX: usize = 256;
+/// Open reply permissions past which expired ones are pruned.
+const PRUNE_AT: usize = 4096;
+/// Most open reply permissions one connection keeps.
+const OPEN_MAX: usize = 64 * 1024;
 
 /// Compiled allow/deny lists.
 #[derive(Debug, Clone, Default)]
@@ -83,8 +87,18 @@ pub struct Permissions {
 impl Permissions {
     /// Compiles configured permissions.
     pub fn new(p: &security::Permissions) -> Permissions {
+        let publish = match (&p.publish, p.allow_responses) {
+            (Some(rules), _) => Some(Rules::compile(rules)),
+            // A responder with no publish rule may publish replies and nothing else, as
+            // nats-server reads it: an empty allow list.
+            (None, Some(_)) => Some(Rules {
+                allow: Some(Vec::new()),
+                deny: Vec::new(),
+            }),
+            (None, None) => None,
+        };
         Permissions {
-            publish: p.publish.as_ref().map(Rules::compile),
+            publish,
             subscribe: p.subscribe.as_ref().map(Rules::compile),
             responses: p.allow_responses,
         }
@@ -159,13 +173,26 @@ impl PublishCheck {
 #[derive(Debug, Default)]
 pub struct Responses {
     open: HashMap<Bytes, (usize, Instant)>,
+    /// Size at which to prune next; doubles with the live entries so pruning stays
+    /// amortized O(1) per request.
+    prune_at: usize,
 }
 
 impl Responses {
     /// Records a request received with reply subject `reply`.
     pub fn open(&mut self, reply: &[u8], perm: ResponsePermission, now: Instant) {
-        if self.open.len() >= 4096 {
+        if self.open.len() >= self.prune_at.max(PRUNE_AT) {
             self.open.retain(|_, (_, expires)| *expires > now);
+            if self.open.len() >= OPEN_MAX {
+                // Requests arriving faster than they expire must not grow memory without
+                // bound: forget half. A responder that late gets a permissions error.
+                let mut n = 0;
+                self.open.retain(|_, _| {
+                    n += 1;
+                    n % 2 == 0
+                });
+            }
+            self.prune_at = self.open.len() * 2;
         }
         let expires = now + nonzero(perm.expires);
         self.open
@@ -260,6 +287,16 @@ mod tests {
         r.open(b"_INBOX.2", two, now);
         assert!(r.spend(b"_INBOX.2", now));
         assert!(!r.spend(b"_INBOX.2", now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn responders_without_publish_rules_may_only_reply() {
+        let p = Permissions::new(&Conf {
+            allow_responses: Some(ResponsePermission::default()),
+            ..Conf::default()
+        });
+        assert!(p.restricts_publish());
+        assert!(!p.may_publish(b"anything"));
     }
 
     #[test]

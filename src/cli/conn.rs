@@ -1,14 +1,26 @@
-//! A small blocking NATS client over [`std::net::TcpStream`] for the client subcommands.
+//! A small blocking NATS client for the client subcommands, over a [`TcpStream`] or TLS on one
+//! (rustls, blocking).
 //!
-//! [`Conn::connect`] reads the server's INFO, sends CONNECT and waits for the PONG that answers
-//! its PING, so a refused CONNECT (an `-ERR`) is an error there and then. After that the
-//! connection publishes, subscribes and reads `MSG`/`HMSG` frames, answering the server's PINGs
-//! on the way. Everything is one thread: a command writes, then reads until it has what it needs.
+//! [`Conn::connect`] reads the server's INFO (after the TLS handshake with `--tlsfirst`),
+//! upgrades to TLS when the URL, the options or the server ask for it, sends CONNECT (signing
+//! the INFO nonce for creds and nkeys) and waits for the PONG that answers its PING, so a
+//! refused CONNECT (an `-ERR`) is an error there and then. After that the connection publishes,
+//! subscribes and reads `MSG`/`HMSG` frames, answering the server's PINGs on the way.
+//! Everything is one thread: a command writes, then reads until it has what it needs.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 /// The port a URL without one means.
 const DEFAULT_PORT: u16 = 4222;
@@ -19,7 +31,8 @@ const MAX_LINE: usize = 1024 * 1024;
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
-    /// Server URLs, comma separated (`nats://host:port`, `host:port` or `host`); tried in order.
+    /// Server URLs, comma separated (`nats://host:port`, `tls://host:port`, `host:port` or
+    /// `host`); tried in order.
     pub servers: String,
     /// `user` in CONNECT.
     pub user: Option<String>,
@@ -27,9 +40,183 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     /// `auth_token` in CONNECT.
     pub token: Option<String>,
-    /// Longest the TCP connect and the INFO/CONNECT/PING handshake may take, per server.
+    /// An nkey (with a user JWT from a creds file, or bare) that signs the server's nonce.
+    pub nkey: Option<NkeyAuth>,
+    /// TLS settings.
+    pub tls: TlsOptions,
+    /// Longest the TCP connect and the INFO/TLS/CONNECT/PING handshake may take, per server.
     pub timeout: Duration,
 }
+
+/// How the client does TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The rustls configuration: the CA from `--tlsca`, and the client certificate if given.
+    /// `None` without `--tlsca`: there is no system trust store, so TLS then fails.
+    pub config: Option<Arc<ClientConfig>>,
+    /// A TLS option was given: never talk plain text, even to a server that does not ask for TLS.
+    pub required: bool,
+    /// Handshake before the server's INFO (for servers with `handshake_first`).
+    pub first: bool,
+}
+
+/// Nkey authentication: the seed signs the server's nonce; CONNECT carries the user JWT (from a
+/// creds file) or, without one, the public key (`nkey`).
+#[derive(Clone)]
+pub struct NkeyAuth {
+    /// The user JWT of a creds file; `None` for a bare nkey.
+    pub jwt: Option<String>,
+    /// The user's nkey seed (`SU...`).
+    pub seed: String,
+}
+
+impl fmt::Debug for NkeyAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NkeyAuth")
+            .field("jwt", &self.jwt.as_ref().map(|_| "<jwt>"))
+            .field("seed", &"<secret>")
+            .finish()
+    }
+}
+
+impl NkeyAuth {
+    /// Reads a `.creds` file (user JWT and nkey seed, as nsc writes them).
+    pub fn from_creds_file(path: &Path) -> Result<NkeyAuth, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--creds {}: {err}", path.display()))?;
+        let (jwt, seed) = crate::auth::jwt::parse_creds(&text)
+            .map_err(|err| format!("--creds {}: {err}", path.display()))?;
+        Ok(NkeyAuth {
+            jwt: Some(jwt),
+            seed,
+        })
+    }
+
+    /// Reads a file holding an nkey seed: the first line that is a valid seed (so a bare seed,
+    /// `nk -gen user` output or a decorated file all work).
+    pub fn from_seed_file(path: &Path) -> Result<NkeyAuth, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--nkey {}: {err}", path.display()))?;
+        let seed = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with('S') && nkeys::KeyPair::from_seed(line).is_ok())
+            .ok_or_else(|| format!("--nkey {}: no nkey seed in the file", path.display()))?;
+        Ok(NkeyAuth {
+            jwt: None,
+            seed: seed.to_string(),
+        })
+    }
+
+    /// The public key (`U...`) and the base64url (unpadded) signature of `nonce`.
+    fn sign(&self, nonce: &[u8]) -> Result<(String, String), String> {
+        let kp =
+            nkeys::KeyPair::from_seed(&self.seed).map_err(|err| format!("nkey seed: {err}"))?;
+        let sig = kp
+            .sign(nonce)
+            .map_err(|err| format!("cannot sign the server's nonce: {err}"))?;
+        Ok((kp.public_key(), URL_SAFE_NO_PAD.encode(sig)))
+    }
+}
+
+/// Builds the rustls client configuration: trust the certificates in `ca` (PEM), and present
+/// `cert`/`key` (PEM) when given.
+pub fn tls_config(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = read_certs("--tlsca", ca)?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|err| format!("--tlsca {}: {err}", ca.display()))?;
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|err| format!("TLS: {err}"))?
+            .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = read_certs("--tlscert", cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
+                format!(
+                    "--tlskey {}: no private key read: {}",
+                    key.display(),
+                    pem_error(err)
+                )
+            })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|err| format!("--tlscert/--tlskey: {err}"))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The PEM certificates in `path`; at least one.
+fn read_certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("{flag} {}: {}", path.display(), pem_error(err)))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{flag} {}: no PEM certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn pem_error(err: rustls::pki_types::pem::Error) -> String {
+    match err {
+        rustls::pki_types::pem::Error::Io(err) => err.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the right kind".into(),
+        err => format!("bad PEM: {err:?}"),
+    }
+}
+
+/// The byte stream under the protocol: plain TCP or TLS over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// How a `-ERR` from the server is reported.
+const SERVER_SAID: &str = "server said: ";
 
 /// One server URL taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,17 +229,20 @@ pub struct ServerUrl {
     pub user: Option<String>,
     /// `pass` from `nats://user:pass@host`.
     pub password: Option<String>,
+    /// A `tls://` URL: TLS is required.
+    pub tls: bool,
 }
 
 impl ServerUrl {
-    /// Parses `nats://[user[:pass]@]host[:port]`, also without the scheme. TLS and WebSocket
-    /// schemes are refused: the client cannot speak them yet.
+    /// Parses `nats://[user[:pass]@]host[:port]`, `tls://...` (TLS required), also without the
+    /// scheme. WebSocket schemes are refused: the client cannot speak them yet.
     pub fn parse(url: &str) -> Result<ServerUrl, String> {
         let url = url.trim();
-        let rest = match url.split_once("://") {
-            None => url,
-            Some(("nats", rest)) => rest,
-            Some((scheme @ ("tls" | "ws" | "wss"), _)) => {
+        let (tls, rest) = match url.split_once("://") {
+            None => (false, url),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tls") => (true, rest),
+            Some((scheme @ ("ws" | "wss"), _)) => {
                 return Err(format!(
                     "{scheme}:// URLs are not supported yet by natter's client: {url}"
                 ))
@@ -96,15 +286,17 @@ impl ServerUrl {
             port,
             user,
             password,
+            tls,
         })
     }
 
-    /// `nats://host:port`, without credentials.
+    /// `nats://host:port` (`tls://` for a TLS URL), without credentials.
     pub fn display(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
         if self.host.contains(':') {
-            format!("nats://[{}]:{}", self.host, self.port)
+            format!("{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            format!("nats://{}:{}", self.host, self.port)
+            format!("{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -199,7 +391,7 @@ enum Op {
 
 /// A connected, handshaken client connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Received and not yet parsed.
     buf: Vec<u8>,
     /// Messages that arrived while waiting for a PONG.
@@ -212,20 +404,28 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to the first reachable server in `opts.servers` and completes the handshake.
-    /// The error names every server that failed and why.
+    /// The error names every server that failed and why; when the only server refused the
+    /// CONNECT, it is just the server's `-ERR` text (`server said: Authorization Violation`).
     pub fn connect(opts: &ConnectOptions) -> Result<Conn, String> {
         let mut errors = Vec::new();
         for url in opts.servers.split(',').filter(|u| !u.trim().is_empty()) {
             let url = ServerUrl::parse(url)?;
             match Conn::connect_one(&url, opts) {
                 Ok(conn) => return Ok(conn),
-                Err(err) => errors.push(format!("{}: {err}", url.display())),
+                Err(err) => errors.push((url.display(), err)),
             }
         }
-        if errors.is_empty() {
-            return Err("no server URL given".to_string());
+        match errors.as_slice() {
+            [] => Err("no server URL given".to_string()),
+            [(_, err)] if err.starts_with(SERVER_SAID) => Err(err.clone()),
+            _ => {
+                let all: Vec<String> = errors
+                    .iter()
+                    .map(|(url, err)| format!("{url}: {err}"))
+                    .collect();
+                Err(format!("cannot connect to {}", all.join("; ")))
+            }
         }
-        Err(format!("cannot connect to {}", errors.join("; ")))
     }
 
     fn connect_one(url: &ServerUrl, opts: &ConnectOptions) -> Result<Conn, String> {
@@ -248,30 +448,109 @@ impl Conn {
         let stream = stream.ok_or(last)?;
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::new(),
             pending: VecDeque::new(),
             info: serde_json::Value::Null,
             url: url.display(),
         };
-        let line = conn
-            .read_line(deadline)?
-            .ok_or("timed out waiting for INFO")?;
+        if opts.tls.first {
+            conn = conn.upgrade(url, opts, deadline, "--tlsfirst")?;
+        }
+        let line = conn.read_line(deadline)?.ok_or(if opts.tls.first {
+            "timed out waiting for INFO"
+        } else {
+            "timed out waiting for INFO (a server with TLS handshake_first needs --tlsfirst)"
+        })?;
         let json = line
             .strip_prefix("INFO ")
             .ok_or_else(|| format!("expected INFO, got {line:?}"))?;
         conn.info = serde_json::from_str(json).map_err(|err| format!("bad INFO: {err}"))?;
-        if conn.info["tls_required"].as_bool() == Some(true) {
-            return Err(
-                "the server requires TLS, which natter's client does not support yet".into(),
-            );
+        if !conn.is_tls() {
+            let server_requires = conn.info["tls_required"].as_bool() == Some(true);
+            let server_offers =
+                server_requires || conn.info["tls_available"].as_bool() == Some(true);
+            let why = if server_requires {
+                Some("the server requires it")
+            } else if url.tls {
+                Some("tls:// URL")
+            } else if opts.tls.required {
+                Some("TLS options given")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !server_offers {
+                    return Err(format!(
+                        "the server does not offer TLS ({why}); not connecting in plain text"
+                    ));
+                }
+                if !conn.buf.is_empty() {
+                    return Err("unexpected data from the server before the TLS handshake".into());
+                }
+                conn = conn.upgrade(url, opts, deadline, why)?;
+            }
         }
-        let connect = connect_json(url, opts);
+        let connect = connect_json(url, opts, &conn.info, conn.is_tls())?;
         conn.send(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())?;
         match conn.wait_pong(deadline)? {
             true => Ok(conn),
             false => Err("timed out waiting for the server to accept CONNECT".into()),
         }
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Replaces the plain TCP stream by TLS over it, handshaking before `deadline`. `why` says
+    /// what asked for TLS, for the error when there is no CA to verify the server with.
+    fn upgrade(
+        self,
+        url: &ServerUrl,
+        opts: &ConnectOptions,
+        deadline: Instant,
+        why: &str,
+    ) -> Result<Conn, String> {
+        let Some(config) = opts.tls.config.clone() else {
+            return Err(format!(
+                "TLS ({why}) needs the CA certificate that signed the server's certificate: \
+                 give it with --tlsca FILE (natter's client has no system trust store)"
+            ));
+        };
+        let Stream::Plain(mut tcp) = self.stream else {
+            return Ok(self);
+        };
+        let name = ServerName::try_from(url.host.clone())
+            .map_err(|err| format!("TLS server name {:?}: {err}", url.host))?;
+        let mut tls = ClientConnection::new(config, name).map_err(|err| format!("TLS: {err}"))?;
+        while tls.is_handshaking() {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+                .ok_or("timed out in the TLS handshake")?;
+            tcp.set_read_timeout(Some(left))
+                .map_err(|err| err.to_string())?;
+            match tls.complete_io(&mut tcp) {
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
+                    return Err("the server closed the connection in the TLS handshake".into())
+                }
+                Err(err) if opts.tls.first => {
+                    return Err(format!(
+                        "TLS handshake: {err} (--tlsfirst: is the server's handshake_first on?)"
+                    ))
+                }
+                Err(err) => return Err(format!("TLS handshake: {err}")),
+            }
+        }
+        Ok(Conn {
+            stream: Stream::Tls(Box::new(StreamOwned::new(tls, tcp))),
+            ..self
+        })
     }
 
     /// Whether the server accepts `HPUB` (its INFO says `"headers":true`).
@@ -282,6 +561,7 @@ impl Conn {
     fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.stream
             .write_all(bytes)
+            .and_then(|()| self.stream.flush())
             .map_err(|err| format!("write to server: {err}"))
     }
 
@@ -367,27 +647,33 @@ impl Conn {
 
     /// Reads more bytes; `Ok(false)` on timeout, an error when the server closed.
     fn fill(&mut self, deadline: Option<Instant>) -> Result<bool, String> {
-        let timeout = match deadline {
-            None => None,
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Ok(false),
-            },
-        };
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(|err| err.to_string())?;
         let mut chunk = [0u8; 64 * 1024];
         loop {
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+            };
+            self.stream
+                .tcp()
+                .set_read_timeout(timeout)
+                .map_err(|err| err.to_string())?;
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err("connection closed by the server".into()),
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
                     return Ok(true);
                 }
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Ok(false)
+                // A timeout, or (TLS) only part of a record so far: go on until the deadline.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) => {}
+                Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
+                    return Err("connection closed by the server".into())
                 }
                 Err(err) => return Err(format!("read from server: {err}")),
             }
@@ -454,7 +740,7 @@ impl Conn {
                 }
                 "-ERR" => {
                     let text = args.trim().trim_matches('\'');
-                    return Err(format!("server error: {text}"));
+                    return Err(format!("{SERVER_SAID}{text}"));
                 }
                 "MSG" | "HMSG" => {
                     let hmsg = verb.eq_ignore_ascii_case("HMSG");
@@ -506,12 +792,18 @@ impl Conn {
     }
 }
 
-/// The CONNECT options: credentials from the flags win over those in the URL.
-fn connect_json(url: &ServerUrl, opts: &ConnectOptions) -> serde_json::Value {
+/// The CONNECT options: credentials from the flags win over those in the URL; with an nkey, the
+/// user JWT (or the public key) and the signature of the `nonce` in the server's `info`.
+fn connect_json(
+    url: &ServerUrl,
+    opts: &ConnectOptions,
+    info: &serde_json::Value,
+    tls: bool,
+) -> Result<serde_json::Value, String> {
     let mut connect = serde_json::json!({
         "verbose": false,
         "pedantic": false,
-        "tls_required": false,
+        "tls_required": tls,
         "headers": true,
         "no_responders": true,
         "protocol": 1,
@@ -537,7 +829,16 @@ fn connect_json(url: &ServerUrl, opts: &ConnectOptions) -> serde_json::Value {
     if let Some(token) = &opts.token {
         set("auth_token", token.clone());
     }
-    connect
+    if let Some(nkey) = &opts.nkey {
+        let nonce = info["nonce"].as_str().unwrap_or("");
+        let (public_key, sig) = nkey.sign(nonce.as_bytes())?;
+        match &nkey.jwt {
+            Some(jwt) => set("jwt", jwt.clone()),
+            None => set("nkey", public_key),
+        }
+        set("sig", sig);
+    }
+    Ok(connect)
 }
 
 /// A new unique inbox subject, `_INBOX.` and 22 random letters and digits.
@@ -569,7 +870,11 @@ mod tests {
             (u.host.as_str(), u.port, u.display()),
             ("::1", 5, "nats://[::1]:5".into())
         );
-        assert!(ServerUrl::parse("tls://h:1")
+        let u = ServerUrl::parse("tls://h:1").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.display(), "tls://h:1");
+        assert!(!ServerUrl::parse("nats://h:1").unwrap().tls);
+        assert!(ServerUrl::parse("wss://h:1")
             .unwrap_err()
             .contains("not supported"));
         assert!(ServerUrl::parse("nats://h:x").is_err());
@@ -608,19 +913,77 @@ mod tests {
     #[test]
     fn credentials_in_connect() {
         let url = ServerUrl::parse("nats://tok@h").unwrap();
-        let json = connect_json(&url, &ConnectOptions::default());
+        let info = serde_json::json!({});
+        let json = connect_json(&url, &ConnectOptions::default(), &info, false).unwrap();
         assert_eq!(json["auth_token"], "tok");
         let opts = ConnectOptions {
             user: Some("u".into()),
             password: Some("p".into()),
             ..ConnectOptions::default()
         };
-        let json = connect_json(&ServerUrl::parse("h").unwrap(), &opts);
+        let json = connect_json(&ServerUrl::parse("h").unwrap(), &opts, &info, true).unwrap();
         assert_eq!(
             (json["user"].as_str(), json["pass"].as_str()),
             (Some("u"), Some("p"))
         );
         assert_eq!(json["headers"], true);
         assert_eq!(json["no_responders"], true);
+        assert_eq!(json["tls_required"], true);
+    }
+
+    #[test]
+    fn nonce_signed_in_connect() {
+        let user = nkeys::KeyPair::new_user();
+        let info = serde_json::json!({ "nonce": "abc-nonce" });
+        let url = ServerUrl::parse("h").unwrap();
+        let mut opts = ConnectOptions {
+            nkey: Some(NkeyAuth {
+                jwt: None,
+                seed: user.seed().unwrap(),
+            }),
+            ..ConnectOptions::default()
+        };
+        let json = connect_json(&url, &opts, &info, false).unwrap();
+        assert_eq!(json["nkey"], user.public_key());
+        assert!(json.get("jwt").is_none());
+        let sig = json["sig"].as_str().unwrap();
+        assert!(!sig.contains('=') && !sig.contains('+') && !sig.contains('/'));
+        assert!(crate::auth::jwt::verify_nonce_signature(
+            &user.public_key(),
+            b"abc-nonce",
+            sig
+        ));
+        opts.nkey.as_mut().unwrap().jwt = Some("a.b.c".into());
+        let json = connect_json(&url, &opts, &info, false).unwrap();
+        assert_eq!(json["jwt"], "a.b.c");
+        assert!(json.get("nkey").is_none());
+        assert!(format!("{opts:?}").contains("<secret>"));
+        assert!(!format!("{opts:?}").contains(&user.seed().unwrap()));
+    }
+
+    #[test]
+    fn seed_files() {
+        let dir = std::env::temp_dir().join(format!("natter-cli-seed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().unwrap();
+        let path = dir.join("user.nk");
+        std::fs::write(&path, format!("{seed}\n{}\n", user.public_key())).unwrap();
+        assert_eq!(NkeyAuth::from_seed_file(&path).unwrap().seed, seed);
+        std::fs::write(&path, "nothing here\n").unwrap();
+        assert!(NkeyAuth::from_seed_file(&path)
+            .unwrap_err()
+            .contains("no nkey seed"));
+        let creds = dir.join("user.creds");
+        std::fs::write(&creds, crate::auth::jwt::format_creds("a.b.c", &seed)).unwrap();
+        let auth = NkeyAuth::from_creds_file(&creds).unwrap();
+        assert_eq!(
+            (auth.jwt.as_deref(), auth.seed.as_str()),
+            (Some("a.b.c"), seed.as_str())
+        );
+        assert!(NkeyAuth::from_creds_file(&dir.join("missing.creds"))
+            .unwrap_err()
+            .contains("--creds"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,12 +9,13 @@ pub mod conn;
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use conn::{parse_header_arg, Conn, ConnectOptions, Headers, Msg};
+use conn::{parse_header_arg, Conn, ConnectOptions, Headers, Msg, NkeyAuth, TlsOptions};
 
 /// First arguments that select a client subcommand instead of the server.
 pub const SUBCOMMANDS: &[&str] = &["pub", "sub", "req", "request", "reply", "server"];
@@ -59,26 +60,39 @@ struct Common {
     /// How long connecting may take
     #[arg(long = "connection-timeout", global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     connection_timeout: Duration,
-    /// TLS CA certificate (not supported yet)
-    #[arg(long = "tls-ca", alias = "tlsca", global = true, value_name = "FILE")]
-    tls_ca: Option<String>,
-    /// TLS client certificate (not supported yet)
+    /// CA certificate (PEM) to verify the server's TLS certificate with; enables TLS
     #[arg(
-        long = "tls-cert",
-        alias = "tlscert",
+        long = "tlsca",
+        visible_alias = "tls-ca",
         global = true,
         value_name = "FILE"
     )]
-    tls_cert: Option<String>,
-    /// TLS client key (not supported yet)
-    #[arg(long = "tls-key", alias = "tlskey", global = true, value_name = "FILE")]
-    tls_key: Option<String>,
-    /// NATS credentials file (not supported yet)
+    tls_ca: Option<PathBuf>,
+    /// TLS client certificate (PEM), with --tlskey
+    #[arg(
+        long = "tlscert",
+        visible_alias = "tls-cert",
+        global = true,
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS client private key (PEM), with --tlscert
+    #[arg(
+        long = "tlskey",
+        visible_alias = "tls-key",
+        global = true,
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+    /// TLS handshake before the server's INFO (servers with handshake_first)
+    #[arg(long = "tlsfirst", visible_alias = "tls-first", global = true)]
+    tls_first: bool,
+    /// NATS credentials file (user JWT and nkey seed)
     #[arg(long, global = true, value_name = "FILE")]
-    creds: Option<String>,
-    /// NKey seed file (not supported yet)
+    creds: Option<PathBuf>,
+    /// File holding a user nkey seed
     #[arg(long, global = true, value_name = "FILE")]
-    nkey: Option<String>,
+    nkey: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,21 +223,9 @@ fn execute(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// The connection options, refusing the security options the client cannot honour yet rather
-/// than connecting without the protection they ask for.
+/// The connection options, with the credentials and TLS files read now, so a bad file is an
+/// error before anything is sent.
 fn connect_options(common: &Common) -> Result<ConnectOptions, String> {
-    let unsupported = [
-        ("--tls-ca", &common.tls_ca, "TLS"),
-        ("--tls-cert", &common.tls_cert, "TLS"),
-        ("--tls-key", &common.tls_key, "TLS"),
-        ("--creds", &common.creds, "credentials files"),
-        ("--nkey", &common.nkey, "NKeys"),
-    ];
-    if let Some((flag, _, what)) = unsupported.iter().find(|(_, value, _)| value.is_some()) {
-        return Err(format!(
-            "{flag}: {what} not supported yet by natter's client; refusing to connect without it"
-        ));
-    }
     let servers = common
         .server
         .clone()
@@ -233,12 +235,52 @@ fn connect_options(common: &Common) -> Result<ConnectOptions, String> {
                 .filter(|u| !u.trim().is_empty())
         })
         .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let nkey = match (&common.creds, &common.nkey) {
+        (Some(_), Some(_)) => return Err("--creds and --nkey exclude each other".into()),
+        (Some(creds), None) => Some(NkeyAuth::from_creds_file(creds)?),
+        (None, Some(seed)) => Some(NkeyAuth::from_seed_file(seed)?),
+        (None, None) => None,
+    };
     Ok(ConnectOptions {
         servers,
         user: common.user.clone(),
         password: common.password.clone(),
         token: common.token.clone(),
+        nkey,
+        tls: tls_options(common)?,
         timeout: common.connection_timeout,
+    })
+}
+
+/// TLS from the options: any of them makes TLS required, and all of them need `--tlsca` (there
+/// is no system trust store to verify the server with otherwise).
+fn tls_options(common: &Common) -> Result<TlsOptions, String> {
+    let client = match (&common.tls_cert, &common.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (Some(_), None) => return Err("--tlscert needs --tlskey (the certificate's key)".into()),
+        (None, Some(_)) => return Err("--tlskey needs --tlscert (the key's certificate)".into()),
+        (None, None) => None,
+    };
+    let required = common.tls_ca.is_some() || client.is_some() || common.tls_first;
+    let config = match &common.tls_ca {
+        Some(ca) => Some(conn::tls_config(ca, client)?),
+        None if required => {
+            let flag = if client.is_some() {
+                "--tlscert"
+            } else {
+                "--tlsfirst"
+            };
+            return Err(format!(
+                "{flag} needs --tlsca FILE, the CA certificate that signed the server's \
+                 certificate (natter's client has no system trust store)"
+            ));
+        }
+        None => None,
+    };
+    Ok(TlsOptions {
+        config,
+        required,
+        first: common.tls_first,
     })
 }
 
@@ -501,17 +543,48 @@ mod tests {
     }
 
     #[test]
-    fn security_options_are_refused() {
-        let cli = Cli::try_parse_from(["natter", "pub", "foo", "--tls-ca", "ca.pem"]).unwrap();
-        let err = connect_options(&cli.common).unwrap_err();
-        assert!(
-            err.contains("--tls-ca") && err.contains("not supported yet"),
-            "{err}"
-        );
-        let cli = Cli::try_parse_from(["natter", "--creds", "x.creds", "sub", "foo"]).unwrap();
-        assert!(connect_options(&cli.common)
-            .unwrap_err()
-            .contains("--creds"));
+    fn security_options() {
+        for spelling in [
+            ["--tlsca", "--tlscert", "--tlskey", "--tlsfirst"],
+            ["--tls-ca", "--tls-cert", "--tls-key", "--tls-first"],
+        ] {
+            let cli = Cli::try_parse_from([
+                "natter",
+                "pub",
+                "foo",
+                spelling[0],
+                "ca.pem",
+                spelling[1],
+                "c.pem",
+                spelling[2],
+                "k.pem",
+                spelling[3],
+            ])
+            .unwrap();
+            assert_eq!(cli.common.tls_ca, Some(PathBuf::from("ca.pem")));
+            assert_eq!(cli.common.tls_cert, Some(PathBuf::from("c.pem")));
+            assert_eq!(cli.common.tls_key, Some(PathBuf::from("k.pem")));
+            assert!(cli.common.tls_first);
+        }
+        let refused = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            connect_options(&cli.common).unwrap_err()
+        };
+        let err = refused(&["natter", "pub", "foo", "--tlscert", "c.pem"]);
+        assert!(err.contains("--tlskey"), "{err}");
+        let err = refused(&["natter", "pub", "foo", "--tlscert", "c", "--tlskey", "k"]);
+        assert!(err.contains("--tlsca"), "{err}");
+        let err = refused(&["natter", "pub", "foo", "--tlsfirst"]);
+        assert!(err.contains("--tlsca"), "{err}");
+        let err = refused(&["natter", "pub", "foo", "--tlsca", "/nonexistent/ca.pem"]);
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let err = refused(&["natter", "--creds", "/nonexistent.creds", "sub", "foo"]);
+        assert!(err.contains("--creds"), "{err}");
+        let err = refused(&["natter", "sub", "foo", "--creds", "a", "--nkey", "b"]);
+        assert!(err.contains("exclude"), "{err}");
+        let cli = Cli::try_parse_from(["natter", "pub", "foo"]).unwrap();
+        let opts = connect_options(&cli.common).unwrap();
+        assert!(!opts.tls.required && opts.tls.config.is_none() && opts.nkey.is_none());
     }
 
     #[test]

@@ -136,6 +136,18 @@ pub struct Account {
 }
 
 impl Account {
+    /// A fresh account whose JWT `signer` (an operator or operator signing key) issued; `nats`
+    /// adds to its `nats` claims.
+    pub fn signed_by(signer: &KeyPair, name: &str, nats: Value) -> Account {
+        let kp = KeyPair::new_account();
+        let jwt = account_jwt(signer, &kp.public_key(), name, nats);
+        Account {
+            kp,
+            name: name.into(),
+            jwt,
+        }
+    }
+
     pub fn public_key(&self) -> String {
         self.kp.public_key()
     }
@@ -160,29 +172,14 @@ impl Operator {
     /// A fresh operator whose JWT names a fresh system account `SYS`.
     pub fn new() -> Operator {
         let kp = KeyPair::new_operator();
-        let sys_kp = KeyPair::new_account();
-        let jwt = operator_jwt(&kp, "OP", json!({ "system_account": sys_kp.public_key() }));
-        let sys_jwt = account_jwt(&kp, &sys_kp.public_key(), "SYS", json!({}));
-        Operator {
-            kp,
-            jwt,
-            system: Account {
-                kp: sys_kp,
-                name: "SYS".into(),
-                jwt: sys_jwt,
-            },
-        }
+        let system = Account::signed_by(&kp, "SYS", json!({}));
+        let jwt = operator_jwt(&kp, "OP", json!({ "system_account": system.public_key() }));
+        Operator { kp, jwt, system }
     }
 
     /// A fresh account signed by this operator; `nats` adds to its `nats` claims.
     pub fn account(&self, name: &str, nats: Value) -> Account {
-        let kp = KeyPair::new_account();
-        let jwt = account_jwt(&self.kp, &kp.public_key(), name, nats);
-        Account {
-            kp,
-            name: name.into(),
-            jwt,
-        }
+        Account::signed_by(&self.kp, name, nats)
     }
 
     /// Server config text: this operator inline, a memory resolver preloaded with the system

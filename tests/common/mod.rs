@@ -13,7 +13,7 @@ pub mod jwt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -186,6 +186,55 @@ fn read_ports_file(dir: &Path, suffix: &str) -> Option<u16> {
     None
 }
 
+/// Runs the server binary with `args` to completion; fails if it is still running after
+/// [`TIMEOUT`].
+pub fn run_server(args: &[&str]) -> Output {
+    let mut child = Command::new(server_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server binary");
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{args:?} still running after {TIMEOUT:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs the server binary on `config` (plus `extra` arguments) until it exits by itself, as it
+/// must for a bad config or `-t`.
+pub fn run_config(config: &str, extra: &[&str]) -> Output {
+    let dir = temp_dir();
+    let path = dir.join("server.conf");
+    std::fs::write(&path, config).expect("write config");
+    let path = path.to_str().expect("UTF-8 temp path");
+    let mut args = vec!["-c", path, "-a", "127.0.0.1", "-p", "-1"];
+    args.extend_from_slice(extra);
+    let out = run_server(&args);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// A finished process's stdout and stderr, as text.
+pub fn all_output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Bytes shown readably in failure messages.
 pub fn escaped(bytes: &[u8]) -> String {
     const LIMIT: usize = 2000;
@@ -206,6 +255,74 @@ pub struct Msg {
     /// The header block of an `HMSG`, `None` for a `MSG`.
     pub headers: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+}
+
+impl Msg {
+    /// A plain `MSG` (no reply subject, no headers).
+    pub fn new(subject: &str, sid: &str, payload: &[u8]) -> Msg {
+        Msg {
+            subject: subject.into(),
+            sid: sid.into(),
+            reply: None,
+            headers: None,
+            payload: payload.to_vec(),
+        }
+    }
+}
+
+/// Awaits `fut` for at most 5 s, so a broken server fails a test instead of hanging it.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Connects async-nats with `opts`, bounded by [`within`].
+pub async fn connect_with(
+    server: &Server,
+    opts: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    within("connect", opts.connect(server.url())).await
+}
+
+/// Texts of async-nats client events (server errors among them), as [`with_events`] collects them.
+pub type Events = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// `opts` reporting every client event's text to the returned receiver.
+pub fn with_events(opts: async_nats::ConnectOptions) -> (async_nats::ConnectOptions, Events) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = opts.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event.to_string());
+        }
+    });
+    (opts, rx)
+}
+
+/// The next event whose text contains `needle`, skipping others (bounded by [`within`]).
+pub async fn next_event_containing(events: &mut Events, needle: &str) -> String {
+    within(&format!("an event containing {needle:?}"), async {
+        loop {
+            let e = events.recv().await.expect("event stream open");
+            if e.contains(needle) {
+                return e;
+            }
+        }
+    })
+    .await
+}
+
+/// A round trip through the server: when this returns, the server has processed everything
+/// `client` sent before. (`Client::flush` only flushes the socket; it does not wait for the server.)
+pub async fn sync(client: &async_nats::Client) {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, bytes::Bytes::new()).await.unwrap();
+    within("sync round trip", probe.next())
+        .await
+        .expect("probe message");
 }
 
 /// A synchronous raw-socket client: bytes out, exact bytes expected back.
