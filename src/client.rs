@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,9 +142,9 @@ impl Deliveries<'_> {
         if let (Some(allow), Some(reply)) = (perms.and_then(|p| p.responses), msg.reply) {
             // Before the frame is queued: a writer already flushing could hand it to the
             // responder, whose reply must find the permission open.
-            target
-                .responses()
-                .open(reply, allow, std::time::Instant::now());
+            if let Some(mut open) = target.responses() {
+                open.open(reply, allow, std::time::Instant::now());
+            }
         }
         let headers = target.headers();
         let len = msg.frame_len(sub.sid.len(), headers);
@@ -254,7 +255,7 @@ impl Deliveries<'_> {
 /// Serves one accepted connection until it closes.
 pub async fn serve(
     server: Arc<ServerState>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     client: Arc<Client>,
 ) {
@@ -262,44 +263,62 @@ pub async fn serve(
     debug!("{tag} - Client connection created");
     let nonce = server.auth.wants_nonce().then(new_nonce);
     let info = server.info_json_with_nonce(client.id, addr.ip(), nonce.as_deref());
-    let mut conn = Connection::new(&server, &client, tag, nonce);
-    let Some(tls) = server.tls.clone() else {
-        client.enqueue(info.len() + 8, |b| encode::info(b, &info));
-        let (reader, writer) = stream.split();
-        return conn.run(reader, writer).await;
-    };
-    let timeout = server
-        .config
-        .security
-        .tls
-        .as_ref()
-        .map_or(Duration::from_secs(2), |t| t.timeout);
-    match tls_handshake(&server, stream, tls, &info, timeout).await {
-        Ok((tls_stream, info_sent)) => {
-            if !info_sent {
-                client.enqueue(info.len() + 8, |b| encode::info(b, &info));
-            }
-            conn.peer_cert = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.clone().into_owned());
-            let (reader, writer) = tokio::io::split(tls_stream);
-            conn.run(reader, writer).await
+    let conn = Connection::new(&server, &client, tag, nonce);
+    match server.tls.clone() {
+        None => {
+            client.enqueue(info.len() + 8, |b| encode::info(b, &info));
+            drop(info);
+            conn.serve_plain(stream).await;
         }
-        Err(e) => {
-            // Plain-text clients and silent ones are routine noise; other failures (bad
-            // certificates, say) are worth an operator's attention.
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::Unsupported
-            ) {
-                debug!("{} - TLS handshake error: {e}", conn.tag);
-            } else {
-                error!("{} - TLS handshake error: {e}", conn.tag);
+        // Boxed: a TLS stream is large, and plain connections should not carry its space in
+        // their task.
+        Some(tls) => Box::pin(conn.serve_tls(stream, tls, info)).await,
+    }
+}
+
+impl Connection {
+    async fn serve_plain(self, mut stream: TcpStream) {
+        let (reader, writer) = stream.split();
+        self.run(reader, writer).await;
+    }
+
+    async fn serve_tls(mut self, stream: TcpStream, tls: Arc<rustls::ServerConfig>, info: Vec<u8>) {
+        let server = self.server.clone();
+        let timeout = server
+            .config
+            .security
+            .tls
+            .as_ref()
+            .map_or(Duration::from_secs(2), |t| t.timeout);
+        match tls_handshake(&server, stream, tls, &info, timeout).await {
+            Ok((tls_stream, info_sent)) => {
+                if !info_sent {
+                    self.client
+                        .enqueue(info.len() + 8, |b| encode::info(b, &info));
+                }
+                drop(info);
+                self.peer_cert = tls_stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned());
+                let (reader, writer) = tokio::io::split(tls_stream);
+                self.run(reader, writer).await
             }
-            conn.finish(CloseReason::TlsHandshakeError);
+            Err(e) => {
+                // Plain-text clients and silent ones are routine noise; other failures (bad
+                // certificates, say) are worth an operator's attention.
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::Unsupported
+                ) {
+                    debug!("{} - TLS handshake error: {e}", self.tag);
+                } else {
+                    error!("{} - TLS handshake error: {e}", self.tag);
+                }
+                self.finish(CloseReason::TlsHandshakeError);
+            }
         }
     }
 }
@@ -354,6 +373,45 @@ async fn tls_handshake(
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "i/o timeout"))??;
     Ok((tls_stream, info_sent))
+}
+
+/// Where the read loop reads from.
+trait Source {
+    /// Reads into `buf` after making room for `want` bytes; returns the bytes read and the
+    /// room there was. Cancel-safe: nothing is read unless the future completes.
+    fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> impl std::future::Future<Output = io::Result<(usize, usize)>>;
+}
+
+/// Plain TCP: room is made only once data is there, so an idle connection holds no read
+/// buffer at all.
+impl Source for tokio::net::tcp::ReadHalf<'_> {
+    async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<(usize, usize)> {
+        let stream: &TcpStream = self.as_ref();
+        loop {
+            stream.readable().await?;
+            buf.reserve(want);
+            let room = buf.capacity() - buf.len();
+            match stream.try_read_buf(buf) {
+                Ok(n) => return Ok((n, room)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// TLS: records are decrypted into the buffer, which must exist before the wait.
+impl<S: AsyncRead> Source for tokio::io::ReadHalf<S> {
+    async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<(usize, usize)> {
+        buf.reserve(want);
+        let room = buf.capacity() - buf.len();
+        let n = self.read_buf(buf).await?;
+        Ok((n, room))
+    }
 }
 
 /// Writes queued frames until the connection closes; returns why it closed.
@@ -486,7 +544,7 @@ impl Connection {
     }
 
     /// Runs the read and write loops over the connection's two halves until it closes.
-    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut self, reader: R, writer: W) {
+    async fn run<R: Source, W: AsyncWrite + Unpin>(mut self, reader: R, writer: W) {
         let client = self.client.clone();
         let deadline = self.server.config.write_deadline;
         let reason = {
@@ -508,36 +566,34 @@ impl Connection {
         self.finish(reason);
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut stream: R) -> CloseReason {
+    async fn read_loop<R: Source>(&mut self, mut stream: R) -> CloseReason {
         let config = &self.server.config;
         // The first PING goes out early, as nats-server's does: it measures the round trip
         // for monitoring and finds dead peers soon after they connect.
         let first = config.ping_interval.min(FIRST_PING);
         let mut ping = interval_at(Instant::now() + first, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Timers made once: a branch's future is built on every pass of the loop, even when
-        // its precondition disables it.
-        let auth_timer = tokio::time::sleep(self.server.auth.timeout);
-        tokio::pin!(auth_timer);
-        let expiry = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(expiry);
-        let mut expiry_armed = false;
+        // Timers only for connections that need them, made once (a branch's future is built
+        // on every pass of the loop, even when its precondition disables it) and boxed, so
+        // idle connections without auth carry neither.
+        let mut auth_timer =
+            (!self.authed).then(|| Box::pin(tokio::time::sleep(self.server.auth.timeout)));
+        let mut expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut buf = BytesMut::new();
         let mut read_size = READ_MIN;
         loop {
             let want = read_size.max(self.parser.bytes_wanted(buf.len()));
-            buf.reserve(want);
-            let room = buf.capacity() - buf.len();
             if let Some(at) = self.expires.take() {
-                expiry.as_mut().reset(at);
-                expiry_armed = true;
+                expiry = Some(Box::pin(tokio::time::sleep_until(at)));
             }
-            let authed = self.authed;
+            if self.authed {
+                auth_timer = None;
+            }
             tokio::select! {
-                read = stream.read_buf(&mut buf) => {
+                read = stream.read_into(&mut buf, want) => {
                     match read {
-                        Ok(0) => return CloseReason::ClientClosed,
-                        Ok(n) => read_size = next_read_size(read_size, n, room),
+                        Ok((0, _)) => return CloseReason::ClientClosed,
+                        Ok((n, room)) => read_size = next_read_size(read_size, n, room),
                         Err(_) => return CloseReason::ReadError,
                     }
                     self.client.touch();
@@ -557,13 +613,13 @@ impl Connection {
                         buf = BytesMut::new();
                     }
                 }
-                _ = &mut auth_timer, if !authed => {
+                _ = async { auth_timer.as_mut().expect("checked").await }, if auth_timer.is_some() => {
                     error!("{} - Authentication Timeout", self.tag);
                     self.send_err("Authentication Timeout");
                     self.end_batch();
                     return CloseReason::AuthenticationViolation;
                 }
-                _ = &mut expiry, if expiry_armed => {
+                _ = async { expiry.as_mut().expect("checked").await }, if expiry.is_some() => {
                     debug!("{} - User Authentication Expired", self.tag);
                     self.send_err("User Authentication Expired");
                     self.end_batch();
@@ -596,6 +652,13 @@ impl Connection {
                 // Before authenticating only CONNECT is accepted: refuse at the first wrong
                 // byte, not after buffering a payload.
                 break Err(self.auth_violation("operation before CONNECT"));
+            }
+            if !self.opts.headers && is_hpub(&buf[at..]) {
+                // Refused on the control line, as nats-server does: its payload is never
+                // buffered.
+                error!("{} - message headers not supported", self.tag);
+                self.send_err("Message Headers Not Supported");
+                break Err(CloseReason::ProtocolViolation);
             }
             match self.parser.parse(&buf[at..]) {
                 Ok(Some((op, taken))) => {
@@ -810,7 +873,7 @@ impl Connection {
                     && self
                         .client
                         .responses()
-                        .spend(subject, std::time::Instant::now()))
+                        .is_some_and(|mut r| r.spend(subject, std::time::Instant::now())))
             {
                 let subject = String::from_utf8_lossy(subject);
                 let text = format!("Permissions Violation for Publish to \"{subject}\"");
@@ -1015,6 +1078,11 @@ fn redacted(json: &[u8]) -> String {
         Ok(other) => other.to_string(),
         Err(_) => "[unparseable]".into(),
     }
+}
+
+/// Whether `bytes` start an `HPUB` control line (any case).
+fn is_hpub(bytes: &[u8]) -> bool {
+    bytes.len() > 4 && bytes[..4].eq_ignore_ascii_case(b"HPUB") && matches!(bytes[4], b' ' | b'\t')
 }
 
 /// Whether `bytes` could be the start of a `CONNECT` (any case); empty input could.

@@ -180,6 +180,15 @@ pub struct SubSnapshot {
     pub msgs: u64,
 }
 
+/// A named user's side of a connection.
+#[derive(Debug)]
+struct UserState {
+    permissions: Option<Arc<Permissions>>,
+    /// Reply subjects this client may answer (`allow_responses`).
+    responses: Mutex<Responses>,
+    user: Option<String>,
+}
+
 /// One connection as the rest of the server sees it.
 #[derive(Debug)]
 pub struct Client {
@@ -214,13 +223,9 @@ pub struct Client {
     subs: Mutex<HashMap<Bytes, Arc<Subscription>>>,
     /// The account, set once the client is authenticated (at once when no auth is needed).
     account: OnceLock<Arc<Account>>,
-    /// The user's permissions, when restricted: publishers consult them to filter denied
-    /// subjects out of wildcard subscriptions and to open reply permissions.
-    permissions: OnceLock<Arc<Permissions>>,
-    /// Reply subjects this client may answer (`allow_responses`).
-    responses: Mutex<Responses>,
-    /// The authenticated user, for monitoring.
-    user: OnceLock<String>,
+    /// Who the client authenticated as, when it is a named user: boxed, so a connection
+    /// without auth pays one pointer.
+    identity: OnceLock<Box<UserState>>,
 }
 
 impl Client {
@@ -254,9 +259,7 @@ impl Client {
             stalled: AtomicUsize::new(0),
             subs: Mutex::new(HashMap::new()),
             account: OnceLock::new(),
-            permissions: OnceLock::new(),
-            responses: Mutex::new(Responses::default()),
-            user: OnceLock::new(),
+            identity: OnceLock::new(),
         }
     }
 
@@ -273,27 +276,29 @@ impl Client {
         user: Option<String>,
     ) {
         let _ = self.account.set(account);
-        if let Some(p) = permissions {
-            let _ = self.permissions.set(p);
-        }
-        if let Some(u) = user {
-            let _ = self.user.set(u);
+        if permissions.is_some() || user.is_some() {
+            let _ = self.identity.set(Box::new(UserState {
+                permissions,
+                responses: Mutex::new(Responses::default()),
+                user,
+            }));
         }
     }
 
     /// The client's permissions, when restricted.
     pub fn permissions(&self) -> Option<&Arc<Permissions>> {
-        self.permissions.get()
+        self.identity.get()?.permissions.as_ref()
     }
 
     /// The authenticated user name, if any.
     pub fn user(&self) -> Option<&str> {
-        self.user.get().map(String::as_str)
+        self.identity.get()?.user.as_deref()
     }
 
-    /// Reply subjects the client may answer, locked.
-    pub fn responses(&self) -> MutexGuard<'_, Responses> {
-        self.responses.lock().unwrap_or_else(|e| e.into_inner())
+    /// Reply subjects the client may answer, locked; `None` for a client without a user.
+    pub fn responses(&self) -> Option<MutexGuard<'_, Responses>> {
+        let state = self.identity.get()?;
+        Some(state.responses.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Whether the client accepts `HMSG` (it said `headers: true` in CONNECT).

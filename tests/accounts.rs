@@ -6,7 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::{all_output, is_natter, run_config, sync, within, Client, Msg, Server};
 use futures::StreamExt;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 const ACCOUNTS_CONF: &str = r#"
 accounts {
@@ -352,6 +353,128 @@ async fn service_import_request_with_async_nats() {
     let (subject, reply, _a) = within("responder", responder).await.unwrap();
     assert_eq!(subject, "help");
     assert!(reply.starts_with("_R_."), "{reply}");
+}
+
+/// The monitoring address (`host:port`) from the ports file of a server started with `-m -1`.
+fn monitor_addr(server: &Server) -> String {
+    let suffix = format!("_{}.ports", server.pid());
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let found = std::fs::read_dir(server.dir())
+            .expect("server dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .find_map(|e| {
+                let json: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                let url = json["monitoring"][0].as_str()?;
+                Some(url.strip_prefix("http://")?.to_string())
+            });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no monitoring URL in the ports file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` over HTTP/1.0 from the monitoring port, as JSON.
+fn monitor_json(addr: &str, path: &str) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to monitoring port");
+    stream
+        .set_read_timeout(Some(common::TIMEOUT))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// (`/varz` subscriptions, `/subsz` num_subscriptions): the server's subscription count.
+fn subscription_counts(addr: &str) -> (u64, u64) {
+    let varz = monitor_json(addr, "/varz");
+    let subsz = monitor_json(addr, "/subsz");
+    (
+        varz["subscriptions"].as_u64().expect("varz.subscriptions"),
+        subsz["num_subscriptions"]
+            .as_u64()
+            .expect("subsz.num_subscriptions"),
+    )
+}
+
+/// Regression: every request through a service import once opened a reply path, even when nobody
+/// in the exporting account could answer, so a flood of unanswerable requests grew the server
+/// without bound. Each request gets its no-responders status (503), and the subscription count
+/// stays put (nats-server adds one wildcard for the import's replies, nothing per request).
+#[test]
+fn service_import_flood_without_responders_opens_no_reply_paths() {
+    const N: usize = 2000;
+    let server = Server::start_with(
+        Some(
+            r#"
+accounts {
+  A: { users: [ { user: a, password: a } ], exports: [ { service: "svc.>" } ] }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [ { service: { account: A, subject: "svc.>" } } ]
+  }
+}
+"#,
+        ),
+        &["-m", "-1"],
+    );
+    let addr = monitor_addr(&server);
+    let mut b = server.client();
+    b.send(
+        b"CONNECT {\"user\":\"b\",\"pass\":\"b\",\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\n\
+          SUB _INBOX.> 1\r\n",
+    );
+    b.ping_pong_within(common::TIMEOUT);
+    let before = subscription_counts(&addr);
+
+    let mut flood = Vec::new();
+    for i in 0..N {
+        flood.extend_from_slice(format!("PUB svc.x _INBOX.{i} 0\r\n\r\n").as_bytes());
+    }
+    b.send(&flood);
+    let got = b.msgs_until_pong();
+    assert_eq!(got.len(), N, "one no-responders status per request");
+    let mut inboxes: Vec<usize> = got
+        .iter()
+        .map(|m| {
+            assert_eq!(m.sid, "1", "{m:?}");
+            assert_eq!(m.reply, None, "{m:?}");
+            assert_eq!(
+                m.headers.as_deref(),
+                Some(&b"NATS/1.0 503\r\nNats-Subject: svc.x\r\n\r\n"[..]),
+                "{m:?}"
+            );
+            assert!(m.payload.is_empty(), "{m:?}");
+            m.subject
+                .strip_prefix("_INBOX.")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("status to an inbox of ours: {m:?}"))
+        })
+        .collect();
+    inboxes.sort_unstable();
+    assert_eq!(inboxes, (0..N).collect::<Vec<_>>());
+
+    let after = subscription_counts(&addr);
+    assert!(
+        after.0 <= before.0 + 5 && after.1 <= before.1 + 5,
+        "subscriptions (varz, subsz) grew from {before:?} to {after:?} for {N} unanswerable requests"
+    );
+    // Nor did the connection get in trouble for it.
+    b.ping_pong_within(common::TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ use async_nats::ConnectErrorKind;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use common::{connect_with, next_event_containing, with_events, within, Client, Msg, Server};
+use common::{
+    connect_with, is_natter, next_event_containing, with_events, within, Client, Msg, Server,
+};
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::json;
@@ -140,6 +142,48 @@ fn protocol_before_connect_is_refused() {
         c.send(first);
         c.expect(AUTH_VIOLATION);
         c.expect_closed();
+    }
+}
+
+/// Regression: a PUB header before CONNECT once made the server wait for (and buffer) its
+/// payload, up to max_payload per unauthenticated connection. The header alone is refused at once.
+#[test]
+fn unfinished_pub_before_connect_is_refused_at_once() {
+    let server = Server::with_config(TOKEN_CONF);
+    for first in [
+        &b"PUB foo 1000000\r\n"[..],
+        b"PUB foo _INBOX.x 1000000\r\n",
+        b"HPUB foo 10 1000000\r\n",
+        // Beyond max_payload too: still the authorization violation.
+        b"PUB foo 1000000000\r\n",
+    ] {
+        let mut c = server.client();
+        let start = Instant::now();
+        c.send(first);
+        // Well before the (2 s) authentication timeout, without a byte of the payload.
+        c.expect_within(AUTH_VIOLATION, Duration::from_secs(1));
+        let errs = c.expect_closed();
+        assert!(errs.is_empty(), "{}: {errs:?}", first.escape_ascii());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{}: took {:?}",
+            first.escape_ascii(),
+            start.elapsed()
+        );
+    }
+}
+
+/// An unknown verb before CONNECT is an authorization violation (as nats-server has it), not a
+/// parser error.
+#[test]
+fn unknown_verb_before_connect_is_an_authorization_violation() {
+    let server = Server::with_config(TOKEN_CONF);
+    for first in [&b"FOO\r\n"[..], b"FOO bar baz\r\n", b"PONG\r\n", b"+OK\r\n"] {
+        let mut c = server.client();
+        c.send(first);
+        c.expect_within(AUTH_VIOLATION, Duration::from_secs(1));
+        let errs = c.expect_closed();
+        assert!(errs.is_empty(), "{}: {errs:?}", first.escape_ascii());
     }
 }
 
@@ -439,6 +483,7 @@ authorization {
     { user: r2, password: r2, permissions: {
         publish: { deny: ">" }, subscribe: "svc2", allow_responses: { max: 2, expires: "1m" }
     } }
+    { user: r3, password: r3, permissions: { subscribe: "svc3", allow_responses: true } }
   ]
 }
 "#;
@@ -624,6 +669,44 @@ fn allow_responses_max_allows_that_many_replies() {
     );
 }
 
+/// Regression: `allow_responses` without any publish rule once let the user publish anywhere. It
+/// allows replies to requests the user received (one each), and nothing else.
+#[test]
+fn allow_responses_without_a_publish_rule_allows_only_replies() {
+    let server = Server::with_config(PERMS_CONF);
+    let mut r = user(&server, "r3", "r3");
+    r.send(b"SUB svc3 1\r\nPING\r\n");
+    r.expect(b"PONG\r\n");
+    let mut admin = user(&server, "admin", "admin");
+    admin.send(b"SUB anything 8\r\nSUB _INBOX.> 9\r\nPING\r\n");
+    admin.expect(b"PONG\r\n");
+
+    // Before any request, not even an inbox is open.
+    r.send(b"PUB anything 1\r\nx\r\nPUB _INBOX.early 1\r\nx\r\nPING\r\n");
+    r.expect(&pub_violation("anything"));
+    r.expect(&pub_violation("_INBOX.early"));
+    r.expect(b"PONG\r\n");
+
+    admin.send(b"PUB svc3 _INBOX.req3 3\r\nreq\r\nPING\r\n");
+    admin.expect(b"PONG\r\n");
+    let m = r.read_msg();
+    assert_eq!(m.subject, "svc3");
+    assert_eq!(m.reply.as_deref(), Some("_INBOX.req3"));
+    // With a request outstanding, other subjects are still refused; the reply goes through
+    // once.
+    r.send(b"PUB anything 1\r\nx\r\nPUB _INBOX.req3 2\r\nr1\r\nPING\r\n");
+    r.expect(&pub_violation("anything"));
+    r.expect(b"PONG\r\n");
+    r.send(b"PUB _INBOX.req3 2\r\nr2\r\nPING\r\n");
+    r.expect(&pub_violation("_INBOX.req3"));
+    r.expect(b"PONG\r\n");
+
+    assert_eq!(
+        admin.msgs_until_pong(),
+        vec![Msg::new("_INBOX.req3", "9", b"r1")]
+    );
+}
+
 #[tokio::test]
 async fn allow_responses_with_async_nats_request() {
     let server = Server::with_config(PERMS_CONF);
@@ -693,6 +776,140 @@ async fn permission_errors_reach_async_nats_as_events() {
     .unwrap();
     let m = publish_until_received(&admin, "bar.ok", &mut sub).await;
     assert_eq!(m.payload, Bytes::from_static(b"y"));
+}
+
+/// Connects as `p` (allowed `foo.>` but not `foo.secret`) with `headers` absent or as given,
+/// sends an HPUB to `subject` and returns the lines before the server hung up.
+fn hpub_without_headers(server: &Server, headers: Option<bool>, subject: &str) -> Vec<String> {
+    let mut fields = json!({ "user": "p", "pass": "p" });
+    if let Some(h) = headers {
+        fields["headers"] = json!(h);
+    }
+    let mut p = login(server, fields);
+    p.send(format!("HPUB {subject} 12 14\r\nNATS/1.0\r\n\r\nno\r\nPING\r\n").as_bytes());
+    p.expect_closed()
+}
+
+/// Regression: an HPUB from a client that did not ask for headers ends the connection before any
+/// permission check, so a denied subject gets no `Permissions Violation` and the connection does
+/// not survive it.
+#[test]
+fn hpub_without_headers_to_a_denied_subject_closes_the_connection() {
+    let server = Server::with_config(PERMS_CONF);
+    let mut admin = user(&server, "admin", "admin");
+    admin.send(b"SUB > 1\r\nPING\r\n");
+    admin.expect(b"PONG\r\n");
+    for headers in [None, Some(false)] {
+        for subject in ["other", "foo.secret", "foo.ok"] {
+            let errs = hpub_without_headers(&server, headers, subject);
+            assert!(
+                errs.len() <= 1 && !errs.iter().any(|e| e.contains("Permissions Violation")),
+                "headers {headers:?}, {subject}: {errs:?}"
+            );
+        }
+    }
+    assert_eq!(admin.msgs_until_pong(), vec![]);
+}
+
+/// nats-server hangs up on an HPUB without headers support without an `-ERR` (it logs "message
+/// headers not supported" and closes for a protocol violation).
+#[test]
+fn hpub_without_headers_closes_without_an_error() {
+    let server = Server::with_config(PERMS_CONF);
+    for headers in [None, Some(false)] {
+        for subject in ["other", "foo.ok"] {
+            let errs = hpub_without_headers(&server, headers, subject);
+            assert_eq!(
+                errs,
+                expected_hpub_errors(),
+                "headers {headers:?}, {subject}: before the close"
+            );
+        }
+    }
+}
+
+/// The HPUB header line alone is enough for the server to hang up on a client without headers:
+/// nats-server does not wait for the payload.
+#[test]
+fn hpub_without_headers_closes_before_the_payload() {
+    let server = Server::with_config(PERMS_CONF);
+    let mut p = user(&server, "p", "p");
+    p.send(b"HPUB other 12 1000000\r\n");
+    let errs = p.expect_closed();
+    assert_eq!(errs, expected_hpub_errors(), "before the close");
+}
+
+/// nats-server closes silently; natter says why first (a deliberate difference, see README).
+fn expected_hpub_errors() -> Vec<String> {
+    if is_natter() {
+        vec!["-ERR 'Message Headers Not Supported'".to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol trace
+
+/// The server's stderr once it holds `lines` CONNECT trace lines (the log may lag the socket).
+fn wait_for_connect_traces(server: &Server, lines: usize) -> String {
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let log = server.output("stderr");
+        if log.matches("<<- [CONNECT ").count() >= lines {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {lines} CONNECT trace lines, log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Regression: `-V` traced CONNECT verbatim, password and token included. Both the accepted and
+/// the refused attempts are traced with the secret replaced by `[REDACTED]`.
+#[test]
+fn protocol_trace_redacts_passwords_and_tokens() {
+    const PASS: &str = "pw-Sekr1t-Xyzzy";
+    const WRONG_PASS: &str = "pw-Wr0ng-Frotz";
+    let server = Server::start_with(
+        Some(&format!(
+            "authorization {{ users: [ {{ user: alice, password: \"{PASS}\" }} ] }}\n"
+        )),
+        &["-DV"],
+    );
+    login(&server, json!({ "user": "alice", "pass": PASS }));
+    let mut c = server.client();
+    c.send(&connect_line(
+        json!({ "user": "alice", "pass": WRONG_PASS }),
+    ));
+    c.expect(AUTH_VIOLATION);
+    let log = wait_for_connect_traces(&server, 2);
+    for secret in [PASS, WRONG_PASS] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    assert!(log.contains("[REDACTED]"), "{log}");
+    assert!(
+        log.contains("alice"),
+        "the user name is not a secret:\n{log}"
+    );
+
+    const TOKEN: &str = "tok-Sekr1t-Plugh";
+    const WRONG_TOKEN: &str = "tok-Wr0ng-Gnusto";
+    let server = Server::start_with(
+        Some(&format!("authorization {{ token: \"{TOKEN}\" }}\n")),
+        &["-DV"],
+    );
+    login(&server, json!({ "auth_token": TOKEN }));
+    let mut c = server.client();
+    c.send(&connect_line(json!({ "auth_token": WRONG_TOKEN })));
+    c.expect(AUTH_VIOLATION);
+    let log = wait_for_connect_traces(&server, 2);
+    for secret in [TOKEN, WRONG_TOKEN] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    assert!(log.contains("[REDACTED]"), "{log}");
 }
 
 // ---------------------------------------------------------------------------------------------

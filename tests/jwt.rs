@@ -324,6 +324,76 @@ fn user_jwt_allow_responses() {
     assert_eq!(got.len(), 1, "{got:?}");
 }
 
+/// Regression: `resp` with an empty `pub` once let the user publish anywhere. It allows one reply
+/// to each request the user received, and nothing else.
+#[test]
+fn user_jwt_allow_responses_without_pub_permissions() {
+    let s = setup();
+    let (jwt, kp) = user(
+        &s.a.kp,
+        json!({ "pub": {}, "sub": { "allow": ["svc"] }, "resp": { "max": 1, "ttl": 0 } }),
+        json!({}),
+    );
+    let mut r = raw_login(&s.server, &jwt, &kp);
+    r.send(b"SUB svc 1\r\nPUB anything 1\r\nx\r\nPUB _INBOX.r 1\r\nx\r\nPING\r\n");
+    r.expect(b"-ERR 'Permissions Violation for Publish to \"anything\"'\r\n");
+    r.expect(b"-ERR 'Permissions Violation for Publish to \"_INBOX.r\"'\r\n");
+    r.expect(b"PONG\r\n");
+    let (jwt, kp) = user(&s.a.kp, json!({}), json!({}));
+    let mut asker = raw_login(&s.server, &jwt, &kp);
+    asker.send(b"SUB _INBOX.r 9\r\nSUB anything 8\r\nPUB svc _INBOX.r 1\r\n?\r\nPING\r\n");
+    asker.expect(b"PONG\r\n");
+    let m = r.read_msg();
+    assert_eq!(m.reply.as_deref(), Some("_INBOX.r"));
+    r.send(b"PUB anything 1\r\nx\r\nPUB _INBOX.r 1\r\n!\r\nPING\r\n");
+    r.expect(b"-ERR 'Permissions Violation for Publish to \"anything\"'\r\n");
+    r.expect(b"PONG\r\n");
+    r.send(b"PUB _INBOX.r 1\r\n!\r\nPING\r\n");
+    r.expect(b"-ERR 'Permissions Violation for Publish to \"_INBOX.r\"'\r\n");
+    r.expect(b"PONG\r\n");
+    let got = asker.msgs_until_pong();
+    assert_eq!(got, vec![common::Msg::new("_INBOX.r", "9", b"!")]);
+}
+
+/// Regression: before CONNECT, a PUB header alone is refused at once in operator mode too,
+/// without waiting for its payload.
+#[test]
+fn unfinished_pub_before_connect_is_refused_at_once() {
+    let s = setup();
+    for first in [&b"PUB foo 1000000\r\n"[..], b"FOO\r\n"] {
+        let mut c = s.server.client();
+        c.send(first);
+        c.expect_within(AUTH_VIOLATION, Duration::from_secs(1));
+        let errs = c.expect_closed();
+        assert!(errs.is_empty(), "{}: {errs:?}", first.escape_ascii());
+    }
+}
+
+/// Regression: `-V` traced CONNECT verbatim. The nonce signature is shown as `[REDACTED]` (the
+/// JWT itself is public and may be traced).
+#[test]
+fn protocol_trace_redacts_the_nonce_signature() {
+    let op = Operator::new();
+    let a = op.account("A", json!({}));
+    let server = Server::start_with(Some(&op.config(&[&a])), &["-DV"]);
+    let (jwt, kp) = user(&a.kp, json!({}), json!({}));
+    let c = raw_login(&server, &jwt, &kp);
+    // ed25519 signatures are deterministic: this is the signature raw_login sent.
+    let nonce = c.info["nonce"].as_str().expect("INFO.nonce");
+    let sig = URL_SAFE_NO_PAD.encode(kp.sign(nonce.as_bytes()).unwrap());
+    let deadline = Instant::now() + common::TIMEOUT;
+    let log = loop {
+        let log = server.output("stderr");
+        if log.contains("<<- [CONNECT ") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no CONNECT trace:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!log.contains(&sig), "the signature is in the log:\n{log}");
+    assert!(log.contains(r#""sig":"[REDACTED]""#), "{log}");
+}
+
 #[test]
 fn accounts_are_isolated() {
     let s = setup();
