@@ -15,6 +15,7 @@ run:
 test:
 	$(CARGO) test --benches
 	$(CARGO) test --lib --bins --tests
+	$(CARGO) test -p natter-streams
 
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
 ## tests assert nats-server's behaviour and not just ours.

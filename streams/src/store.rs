@@ -1,0 +1,1705 @@
+//! The file store: segments, index, group-commit writer, recovery.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::fs::{FileHandle, Fs, RealFs};
+use crate::record::{self, HEADER_LEN, MAGIC, TOMBSTONE_LEN};
+use crate::{
+    subject, Append, Corruption, Error, Limits, Pending, PurgeRequest, RecoveryReport, Result,
+    StoreState, StoredMsg, SyncPolicy,
+};
+
+/// Upper bound of one group commit's encoded bytes; more pending appends wait for the next one.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// A sealed segment is rewritten once at least this share of its bytes is deleted...
+const COMPACT_GARBAGE_RATIO: f64 = 0.5;
+/// ...and at least this many bytes would be reclaimed.
+const COMPACT_MIN_GARBAGE: u64 = 4096;
+/// Largest allowed segment (offsets in the index are 32-bit).
+const MAX_BLOCK_SIZE: u64 = 1 << 30;
+
+/// File store configuration.
+#[derive(Debug, Clone)]
+pub struct FileStoreConfig {
+    /// A segment is sealed and a new one started once it would grow past this (default 8 MiB).
+    pub block_size: u64,
+    /// When appends are fsynced relative to their acknowledgement.
+    pub sync: SyncPolicy,
+    /// Retention limits (discard old).
+    pub limits: Limits,
+}
+
+impl Default for FileStoreConfig {
+    fn default() -> Self {
+        FileStoreConfig {
+            block_size: 8 << 20,
+            sync: SyncPolicy::Always,
+            limits: Limits::default(),
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The index.
+
+/// Where one message lives. `len == 0` marks an absent (deleted or never written) sequence.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    off: u32,
+    len: u32,
+    subj: u32,
+}
+
+struct Seg {
+    /// First sequence the segment was created for; its file is `<id>.blk`.
+    id: u64,
+    file: Arc<dyn FileHandle>,
+    /// Valid bytes in the file (where the next record goes).
+    size: u64,
+    /// Sequence of `slots[0]`.
+    base: u64,
+    slots: Vec<Slot>,
+    live: u64,
+    live_bytes: u64,
+    /// Newest timestamp of any record in the segment.
+    max_ts: i64,
+    dlt: Option<Arc<dyn FileHandle>>,
+    dlt_size: u64,
+}
+
+impl Seg {
+    fn slot(&self, seq: u64) -> Option<Slot> {
+        let i = seq.checked_sub(self.base)? as usize;
+        self.slots.get(i).copied().filter(|s| s.len > 0)
+    }
+    fn last_seq(&self) -> u64 {
+        self.base + self.slots.len() as u64 - 1
+    }
+    fn live_seqs(&self) -> impl DoubleEndedIterator<Item = (u64, Slot)> + '_ {
+        let base = self.base;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.len > 0)
+            .map(move |(i, s)| (base + i as u64, *s))
+    }
+}
+
+struct SubjInfo {
+    name: Arc<str>,
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    segs: Vec<Seg>,
+    ids: HashMap<Arc<str>, u32>,
+    subjs: Vec<SubjInfo>,
+    free_ids: Vec<u32>,
+    msgs: u64,
+    bytes: u64,
+    first_seq: u64,
+    last_seq: u64,
+    last_ts: i64,
+}
+
+impl Index {
+    fn seg_pos(&self, seq: u64) -> Option<usize> {
+        let p = self.segs.partition_point(|s| s.id <= seq);
+        p.checked_sub(1)
+    }
+
+    fn locate(&self, seq: u64) -> Option<(&Seg, Slot)> {
+        let seg = &self.segs[self.seg_pos(seq)?];
+        seg.slot(seq).map(|s| (seg, s))
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let name: Arc<str> = name.into();
+        let info = SubjInfo {
+            name: name.clone(),
+            count: 0,
+            first: 0,
+            last: 0,
+        };
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.subjs[id as usize] = info;
+                id
+            }
+            None => {
+                self.subjs.push(info);
+                (self.subjs.len() - 1) as u32
+            }
+        };
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// Records a live message in segment `pos`.
+    fn add(&mut self, pos: usize, seq: u64, slot: Slot, ts: i64) {
+        let seg = &mut self.segs[pos];
+        if seg.slots.is_empty() {
+            seg.base = seq;
+        }
+        let i = (seq - seg.base) as usize;
+        if seg.slots.len() <= i {
+            seg.slots.resize(i + 1, Slot::default());
+        }
+        seg.slots[i] = slot;
+        seg.live += 1;
+        seg.live_bytes += slot.len as u64;
+        seg.max_ts = seg.max_ts.max(ts);
+        let info = &mut self.subjs[slot.subj as usize];
+        if info.count == 0 {
+            info.first = seq;
+        }
+        info.count += 1;
+        info.last = seq;
+        if self.msgs == 0 {
+            self.first_seq = seq;
+        }
+        self.msgs += 1;
+        self.bytes += slot.len as u64;
+    }
+
+    /// Marks one live message absent; returns its subject id.
+    fn unlink(&mut self, pos: usize, seq: u64) -> Option<u32> {
+        let seg = &mut self.segs[pos];
+        let i = (seq - seg.base) as usize;
+        let slot = std::mem::take(&mut seg.slots[i]);
+        if slot.len == 0 {
+            return None;
+        }
+        seg.live -= 1;
+        seg.live_bytes -= slot.len as u64;
+        self.msgs -= 1;
+        self.bytes -= slot.len as u64;
+        self.subjs[slot.subj as usize].count -= 1;
+        Some(slot.subj)
+    }
+
+    /// Re-establishes first/last of subjects that lost messages, and the store's first sequence.
+    fn fix_after_removal(&mut self, touched: &HashSet<u32>) {
+        for &id in touched {
+            let info = &self.subjs[id as usize];
+            if info.count == 0 {
+                let name = info.name.clone();
+                self.ids.remove(&name);
+                self.free_ids.push(id);
+                continue;
+            }
+            let (first, last) = (info.first, info.last);
+            let first_live = self.locate(first).is_some_and(|(_, s)| s.subj == id);
+            let last_live = self.locate(last).is_some_and(|(_, s)| s.subj == id);
+            let new_first = if first_live {
+                first
+            } else {
+                self.scan(first, last, id, true).unwrap_or(last)
+            };
+            let new_last = if last_live {
+                last
+            } else if info.count == 1 {
+                new_first
+            } else {
+                self.scan(new_first, last, id, false).unwrap_or(new_first)
+            };
+            let info = &mut self.subjs[id as usize];
+            info.first = new_first;
+            info.last = new_last;
+        }
+        self.first_seq = self
+            .segs
+            .iter()
+            .find(|s| s.live > 0)
+            .and_then(|s| s.live_seqs().next().map(|(q, _)| q))
+            .unwrap_or(self.last_seq + 1);
+    }
+
+    /// First (forward) or last (backward) live sequence of subject `id` within `[from, to]`.
+    fn scan(&self, from: u64, to: u64, id: u32, forward: bool) -> Option<u64> {
+        let start = self.seg_pos(from).unwrap_or(0);
+        let end = self.seg_pos(to)?;
+        let in_range = |q: &u64| *q >= from && *q <= to;
+        if forward {
+            self.segs[start..=end].iter().find_map(|seg| {
+                seg.live_seqs()
+                    .find(|(q, s)| s.subj == id && in_range(q))
+                    .map(|(q, _)| q)
+            })
+        } else {
+            self.segs[start..=end].iter().rev().find_map(|seg| {
+                seg.live_seqs()
+                    .rev()
+                    .find(|(q, s)| s.subj == id && in_range(q))
+                    .map(|(q, _)| q)
+            })
+        }
+    }
+
+    fn matching_ids(&self, filter: &str) -> HashSet<u32> {
+        if !subject::has_wildcard(filter) {
+            return self.ids.get(filter).copied().into_iter().collect();
+        }
+        self.ids
+            .iter()
+            .filter(|(n, _)| subject::matches(filter, n))
+            .map(|(_, &id)| id)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion plans.
+
+/// What to remove from one segment.
+struct SegPlan {
+    id: u64,
+    /// Remove the whole segment file.
+    whole: bool,
+    /// Otherwise: these live sequences (ascending).
+    seqs: Vec<u64>,
+}
+
+/// Removes live messages from the front while fewer than `n` messages or `bytes` bytes have
+/// been removed, only below `before`.
+fn plan_front(idx: &Index, mut n: u64, mut bytes: u64, before: u64) -> Vec<SegPlan> {
+    let mut plan = Vec::new();
+    for seg in &idx.segs {
+        if n == 0 && bytes == 0 {
+            break;
+        }
+        if seg.live == 0 {
+            continue;
+        }
+        if seg.last_seq() < before && (n >= seg.live || bytes >= seg.live_bytes) {
+            n = n.saturating_sub(seg.live);
+            bytes = bytes.saturating_sub(seg.live_bytes);
+            plan.push(SegPlan {
+                id: seg.id,
+                whole: true,
+                seqs: Vec::new(),
+            });
+            continue;
+        }
+        let mut seqs = Vec::new();
+        for (q, s) in seg.live_seqs() {
+            if (n == 0 && bytes == 0) || q >= before {
+                break;
+            }
+            seqs.push(q);
+            n = n.saturating_sub(1);
+            bytes = bytes.saturating_sub(s.len as u64);
+        }
+        let stop = seqs.len() < seg.live as usize;
+        if !seqs.is_empty() {
+            plan.push(SegPlan {
+                id: seg.id,
+                whole: false,
+                seqs,
+            });
+        }
+        if stop {
+            break;
+        }
+    }
+    plan
+}
+
+/// Removes the first `max` live messages (ascending) below `before` whose subject is in `ids`.
+fn plan_subjects(
+    idx: &Index,
+    ids: &HashSet<u32>,
+    from: u64,
+    before: u64,
+    mut max: u64,
+) -> Vec<SegPlan> {
+    let mut plan = Vec::new();
+    let start = idx.seg_pos(from).unwrap_or(0);
+    for seg in idx.segs.get(start..).unwrap_or(&[]) {
+        if max == 0 || seg.base >= before {
+            break;
+        }
+        let mut seqs = Vec::new();
+        for (q, s) in seg.live_seqs() {
+            if max == 0 || q >= before {
+                break;
+            }
+            if q < from {
+                continue;
+            }
+            if ids.contains(&s.subj) {
+                seqs.push(q);
+                max -= 1;
+            }
+        }
+        if !seqs.is_empty() {
+            let whole = seqs.len() as u64 == seg.live;
+            plan.push(SegPlan {
+                id: seg.id,
+                whole,
+                seqs,
+            });
+        }
+    }
+    plan
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public handle.
+
+enum Op {
+    Append {
+        seq: u64,
+        subject: String,
+        headers: Bytes,
+        payload: Bytes,
+        ts: i64,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    Delete {
+        seq: u64,
+        done: oneshot::Sender<Result<bool>>,
+    },
+    Purge {
+        req: PurgeRequest,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    Expire {
+        cutoff: i64,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    SetLimits {
+        limits: Limits,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    Sync {
+        done: oneshot::Sender<Result<()>>,
+    },
+}
+
+struct Alloc {
+    next_seq: u64,
+    tx: Option<mpsc::Sender<Op>>,
+}
+
+struct Shared {
+    alloc: Mutex<Alloc>,
+    index: Arc<Mutex<Index>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        lock(&self.alloc).tx = None;
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A durable, file-backed message store. Cheap to clone (all clones share one store); the
+/// writer thread stops when the last clone is dropped or [`FileStore::close`] is called.
+#[derive(Clone)]
+pub struct FileStore {
+    shared: Arc<Shared>,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` on the real file system, recovering
+    /// whatever a crash left behind.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: FileStoreConfig,
+    ) -> Result<(FileStore, RecoveryReport)> {
+        Self::open_with(Arc::new(RealFs), dir.as_ref(), config)
+    }
+
+    /// Opens the store through a file-system implementation (e.g. [`crate::fs::SimFs`]).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: FileStoreConfig,
+    ) -> Result<(FileStore, RecoveryReport)> {
+        if config.block_size < 1024 || config.block_size > MAX_BLOCK_SIZE {
+            return Err(Error::Invalid(format!(
+                "block_size must be between 1 KiB and {MAX_BLOCK_SIZE} bytes"
+            )));
+        }
+        let started = Instant::now();
+        let msgs_dir = dir.join("msgs");
+        fs.create_dir_all(&msgs_dir)?;
+        let mut report = RecoveryReport::default();
+        let index = recover(&*fs, dir, &msgs_dir, &mut report)?;
+        report.duration = started.elapsed();
+        report.segments = index.segs.len();
+        report.msgs = index.msgs;
+        let next_seq = index.last_seq + 1;
+        let index = Arc::new(Mutex::new(index));
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            fs,
+            root: dir.to_path_buf(),
+            dir: msgs_dir,
+            index: index.clone(),
+            cfg: config,
+            rx,
+            dirty: Vec::new(),
+            last_sync: Instant::now(),
+            poisoned: None,
+            last_expire: Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("natter-store".into())
+            .spawn(move || writer.run())
+            .map_err(Error::from)?;
+        let store = FileStore {
+            shared: Arc::new(Shared {
+                alloc: Mutex::new(Alloc {
+                    next_seq,
+                    tx: Some(tx),
+                }),
+                index,
+                writer: Mutex::new(Some(handle)),
+            }),
+        };
+        Ok((store, report))
+    }
+
+    fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Pending<T> {
+        let (done, pending) = Pending::channel();
+        let alloc = lock(&self.shared.alloc);
+        if let Some(tx) = &alloc.tx {
+            let _ = tx.send(make(done));
+        }
+        pending
+    }
+
+    /// Appends a message. The sequence is assigned now, in call order; the returned [`Append`]
+    /// completes once the message is durable per the sync policy (with `Always`, after the
+    /// group commit's fsync). A failed append's sequence is not reused while the store is open.
+    pub fn append(&self, subject: &str, headers: Bytes, payload: Bytes, timestamp: i64) -> Append {
+        if let Err(e) = crate::validate(subject, &headers, &payload) {
+            return Append {
+                seq: 0,
+                done: Pending::ready(Err(e)),
+            };
+        }
+        let (done, pending) = Pending::channel();
+        let mut alloc = lock(&self.shared.alloc);
+        let seq = alloc.next_seq;
+        let Some(tx) = &alloc.tx else {
+            return Append {
+                seq,
+                done: Pending::ready(Err(Error::Closed)),
+            };
+        };
+        let op = Op::Append {
+            seq,
+            subject: subject.to_string(),
+            headers,
+            payload,
+            ts: timestamp,
+            done,
+        };
+        if tx.send(op).is_ok() {
+            alloc.next_seq += 1;
+        }
+        Append { seq, done: pending }
+    }
+
+    /// The sequence the next append will get.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.shared.alloc).next_seq
+    }
+
+    /// Reads the message with sequence `seq`; `Ok(None)` if it is not stored. A record that fails
+    /// its checksum is an error, never returned as data.
+    pub fn get(&self, seq: u64) -> Result<Option<StoredMsg>> {
+        let found = {
+            let idx = lock(&self.shared.index);
+            idx.locate(seq).map(|(seg, s)| (seg.file.clone(), s))
+        };
+        match found {
+            None => Ok(None),
+            Some((file, slot)) => read_msg(&*file, seq, slot).map(Some),
+        }
+    }
+
+    /// The first stored message with sequence `>= start` whose subject matches `filter`
+    /// (any subject if `None`).
+    pub fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>> {
+        let found = {
+            let idx = lock(&self.shared.index);
+            let ids = filter.map(|f| idx.matching_ids(f));
+            let from = idx.seg_pos(start).unwrap_or(0);
+            idx.segs.get(from..).unwrap_or(&[]).iter().find_map(|seg| {
+                seg.live_seqs()
+                    .find(|(q, s)| *q >= start && ids.as_ref().is_none_or(|i| i.contains(&s.subj)))
+                    .map(|(q, s)| (seg.file.clone(), q, s))
+            })
+        };
+        match found {
+            None => Ok(None),
+            Some((file, q, slot)) => read_msg(&*file, q, slot).map(Some),
+        }
+    }
+
+    /// The newest message whose subject is `subject` (or matches it, if it has wildcards).
+    pub fn last_for_subject(&self, subject: &str) -> Result<Option<StoredMsg>> {
+        let seq = {
+            let idx = lock(&self.shared.index);
+            idx.matching_ids(subject)
+                .iter()
+                .map(|&id| idx.subjs[id as usize].last)
+                .max()
+        };
+        match seq {
+            None => Ok(None),
+            Some(q) => self.get(q),
+        }
+    }
+
+    /// Deletes one message; `Ok(true)` if it was stored. Durable (tombstone fsynced) on completion.
+    pub fn delete(&self, seq: u64) -> Pending<bool> {
+        self.send(|done| Op::Delete { seq, done })
+    }
+
+    /// Purges messages; completes with how many were removed.
+    pub fn purge(&self, req: PurgeRequest) -> Pending<u64> {
+        if req.up_to_seq.is_some() && req.keep.is_some() {
+            return Pending::ready(Err(Error::Invalid(
+                "up_to_seq and keep are exclusive".into(),
+            )));
+        }
+        let (done, pending) = Pending::channel();
+        let mut alloc = lock(&self.shared.alloc);
+        if let Some(tx) = &alloc.tx {
+            let bump = match (&req.filter, req.up_to_seq) {
+                (None, Some(s)) if s > alloc.next_seq => Some(s),
+                _ => None,
+            };
+            if tx.send(Op::Purge { req, done }).is_ok() {
+                if let Some(s) = bump {
+                    alloc.next_seq = s;
+                }
+            }
+        }
+        pending
+    }
+
+    /// Removes messages with a timestamp before `cutoff` (Unix nanoseconds).
+    pub fn expire(&self, cutoff: i64) -> Pending<u64> {
+        self.send(|done| Op::Expire { cutoff, done })
+    }
+
+    /// Replaces the retention limits and enforces them at once; completes with how many
+    /// messages were removed.
+    pub fn set_limits(&self, limits: Limits) -> Pending<u64> {
+        self.send(|done| Op::SetLimits { limits, done })
+    }
+
+    /// Completes once everything written so far is fsynced (useful with `SyncPolicy::Interval`).
+    pub fn sync(&self) -> Pending<()> {
+        self.send(|done| Op::Sync { done })
+    }
+
+    /// Counters: messages, bytes, first/last sequence and timestamps, deleted count.
+    pub fn state(&self) -> StoreState {
+        let (mut st, first) = {
+            let idx = lock(&self.shared.index);
+            let st = StoreState {
+                msgs: idx.msgs,
+                bytes: idx.bytes,
+                first_seq: idx.first_seq,
+                first_ts: 0,
+                last_seq: idx.last_seq,
+                last_ts: idx.last_ts,
+                num_deleted: if idx.msgs == 0 {
+                    0
+                } else {
+                    idx.last_seq - idx.first_seq + 1 - idx.msgs
+                },
+                num_subjects: idx.ids.len() as u64,
+            };
+            (
+                st,
+                idx.locate(idx.first_seq)
+                    .map(|(s, slot)| (s.file.clone(), slot)),
+            )
+        };
+        if let Some((file, slot)) = first {
+            let mut h = [0u8; HEADER_LEN];
+            if file.read_exact_at(&mut h, slot.off as u64).is_ok() {
+                st.first_ts = record::parse_header(&h).map_or(0, |h| h.ts);
+            }
+        }
+        st
+    }
+
+    /// Message counts per subject, for subjects matching `filter` (all if `None`).
+    pub fn subject_counts(&self, filter: Option<&str>) -> HashMap<String, u64> {
+        let idx = lock(&self.shared.index);
+        idx.ids
+            .iter()
+            .filter(|(n, _)| filter.is_none_or(|f| subject::matches(f, n)))
+            .map(|(n, &id)| (n.to_string(), idx.subjs[id as usize].count))
+            .collect()
+    }
+
+    /// Syncs everything and stops the writer. Later operations fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        let r = self.sync();
+        lock(&self.shared.alloc).tx = None;
+        let r = r.wait();
+        if let Some(h) = lock(&self.shared.writer).take() {
+            let _ = h.join();
+        }
+        match r {
+            Err(Error::Closed) => Ok(()),
+            r => r,
+        }
+    }
+}
+
+fn read_msg(file: &dyn FileHandle, seq: u64, slot: Slot) -> Result<StoredMsg> {
+    let mut buf = vec![0u8; slot.len as usize];
+    file.read_exact_at(&mut buf, slot.off as u64)?;
+    let corrupt = |d: &str| Error::Corrupt {
+        seq,
+        detail: d.into(),
+    };
+    let d = record::decode(Bytes::from(buf)).ok_or_else(|| corrupt("checksum mismatch"))?;
+    if d.header.seq != seq {
+        return Err(corrupt("sequence mismatch"));
+    }
+    Ok(StoredMsg {
+        seq,
+        subject: d.subject,
+        headers: d.headers,
+        payload: d.payload,
+        timestamp: d.header.ts,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread: the only mutator of files and index.
+
+struct Writer {
+    fs: Arc<dyn Fs>,
+    root: PathBuf,
+    dir: PathBuf,
+    index: Arc<Mutex<Index>>,
+    cfg: FileStoreConfig,
+    rx: mpsc::Receiver<Op>,
+    /// Files written but not yet synced (interval mode).
+    dirty: Vec<Arc<dyn FileHandle>>,
+    last_sync: Instant,
+    poisoned: Option<String>,
+    last_expire: Instant,
+}
+
+struct AppendOp {
+    seq: u64,
+    subject: String,
+    headers: Bytes,
+    payload: Bytes,
+    ts: i64,
+    done: oneshot::Sender<Result<u64>>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let mut queue: std::collections::VecDeque<Op> = Default::default();
+        loop {
+            if queue.is_empty() {
+                let op = match self.next_timeout() {
+                    None => self.rx.recv().map_err(|_| true),
+                    Some(t) => self
+                        .rx
+                        .recv_timeout(t)
+                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+                };
+                match op {
+                    Ok(op) => queue.push_back(op),
+                    Err(true) => break,
+                    Err(false) => {
+                        self.tick();
+                        continue;
+                    }
+                }
+            }
+            // Group commit: take everything that is pending now.
+            let mut bytes = 0usize;
+            while bytes < MAX_BATCH_BYTES {
+                match self.rx.try_recv() {
+                    Ok(op) => {
+                        if let Op::Append { payload, .. } = &op {
+                            bytes += payload.len() + 64;
+                        }
+                        queue.push_back(op)
+                    }
+                    Err(_) => break,
+                }
+            }
+            // One run of consecutive appends, or of consecutive deletes, or one other op.
+            match queue.front() {
+                Some(Op::Append { .. }) => {
+                    let mut run = Vec::new();
+                    while let Some(Op::Append { .. }) = queue.front() {
+                        if let Some(Op::Append {
+                            seq,
+                            subject,
+                            headers,
+                            payload,
+                            ts,
+                            done,
+                        }) = queue.pop_front()
+                        {
+                            run.push(AppendOp {
+                                seq,
+                                subject,
+                                headers,
+                                payload,
+                                ts,
+                                done,
+                            });
+                        }
+                    }
+                    self.append_run(run);
+                }
+                Some(Op::Delete { .. }) => {
+                    let mut run = Vec::new();
+                    while let Some(Op::Delete { .. }) = queue.front() {
+                        if let Some(Op::Delete { seq, done }) = queue.pop_front() {
+                            run.push((seq, done));
+                        }
+                    }
+                    self.delete_run(run);
+                }
+                Some(_) => {
+                    let op = queue.pop_front().expect("non-empty");
+                    self.other(op);
+                }
+                None => {}
+            }
+            self.tick();
+        }
+        let _ = self.sync_dirty();
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let mut t: Option<Duration> = None;
+        if let SyncPolicy::Interval(iv) = self.cfg.sync {
+            if !self.dirty.is_empty() {
+                t = Some(iv.saturating_sub(self.last_sync.elapsed()));
+            }
+        }
+        if self.cfg.limits.max_age.is_some() {
+            let a = Duration::from_secs(1).saturating_sub(self.last_expire.elapsed());
+            t = Some(t.map_or(a, |t| t.min(a)));
+        }
+        t
+    }
+
+    /// Periodic work: interval syncs and age expiry.
+    fn tick(&mut self) {
+        if let SyncPolicy::Interval(iv) = self.cfg.sync {
+            if !self.dirty.is_empty() && self.last_sync.elapsed() >= iv {
+                if let Err(e) = self.sync_dirty() {
+                    self.poison(&e);
+                }
+            }
+        }
+        if let Some(age) = self.cfg.limits.max_age {
+            if self.last_expire.elapsed() >= Duration::from_secs(1) {
+                self.last_expire = Instant::now();
+                let cutoff = now_nanos().saturating_sub(age.as_nanos() as i64);
+                if let Err(e) = self.expire(cutoff) {
+                    tracing::warn!("store: age expiry failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn poison(&mut self, e: &Error) {
+        tracing::error!("store: stopping writes after failure: {e}");
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e.to_string());
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(m) => Err(Error::Poisoned(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_dirty(&mut self) -> Result<()> {
+        for f in std::mem::take(&mut self.dirty) {
+            f.sync()?;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs `files` now (Always) or remembers them for the next interval sync.
+    fn sync_files(&mut self, files: Vec<Arc<dyn FileHandle>>) -> Result<()> {
+        match self.cfg.sync {
+            SyncPolicy::Always => {
+                for f in files {
+                    f.sync()?;
+                }
+                Ok(())
+            }
+            SyncPolicy::Interval(_) => {
+                for f in files {
+                    if !self.dirty.iter().any(|d| Arc::ptr_eq(d, &f)) {
+                        self.dirty.push(f);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn blk_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.blk"))
+    }
+    fn dlt_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.dlt"))
+    }
+
+    fn append_run(&mut self, run: Vec<AppendOp>) {
+        if let Err(e) = self.check() {
+            for op in run {
+                let _ = op.done.send(Err(e.clone()));
+            }
+            return;
+        }
+        match self.write_appends(&run) {
+            Ok(()) => {
+                let ids: HashSet<String> = run.iter().map(|o| o.subject.clone()).collect();
+                if let Err(e) = self.enforce_limits(Some(&ids)) {
+                    tracing::warn!("store: limit enforcement failed: {e}");
+                }
+                for op in run {
+                    let _ = op.done.send(Ok(op.seq));
+                }
+            }
+            Err(e) => {
+                for op in run {
+                    let _ = op.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes a run of appends with one write per touched segment and one sync each, then
+    /// publishes them in the index.
+    fn write_appends(&mut self, run: &[AppendOp]) -> Result<()> {
+        struct Chunk {
+            id: u64,
+            file: Arc<dyn FileHandle>,
+            start: u64,
+            buf: Vec<u8>,
+            new: bool,
+        }
+        let mut chunks: Vec<Chunk> = Vec::new();
+        {
+            let idx = lock(&self.index);
+            if let Some(seg) = idx.segs.last() {
+                chunks.push(Chunk {
+                    id: seg.id,
+                    file: seg.file.clone(),
+                    start: seg.size,
+                    buf: Vec::new(),
+                    new: false,
+                });
+            }
+        }
+        // Slot placement per op: (chunk index, offset).
+        let mut placed = Vec::with_capacity(run.len());
+        let mut created = false;
+        let mut result = Ok(());
+        for op in run {
+            let len = record::record_len(&op.subject, &op.headers, &op.payload) as u64;
+            let need_new = match chunks.last() {
+                None => true,
+                Some(c) => {
+                    let used = c.start + c.buf.len() as u64;
+                    used > 0 && used + len > self.cfg.block_size
+                }
+            };
+            if need_new {
+                match self.fs.open(&self.blk_path(op.seq), true) {
+                    Ok(file) => {
+                        created = true;
+                        chunks.push(Chunk {
+                            id: op.seq,
+                            file,
+                            start: 0,
+                            buf: Vec::new(),
+                            new: true,
+                        });
+                    }
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+            let c = chunks.last_mut().expect("chunk");
+            let off = c.start + c.buf.len() as u64;
+            record::encode(
+                &mut c.buf,
+                op.seq,
+                op.ts,
+                &op.subject,
+                &op.headers,
+                &op.payload,
+            );
+            placed.push((chunks.len() - 1, off as u32, len as u32));
+        }
+        // Write.
+        if result.is_ok() {
+            for (i, c) in chunks.iter().enumerate() {
+                if c.buf.is_empty() {
+                    continue;
+                }
+                if let Err(e) = c.file.write_all_at(&c.buf, c.start) {
+                    // Roll back what this run wrote so a failed (e.g. disk full) batch leaves
+                    // no partial records behind.
+                    for c in &chunks[..=i] {
+                        if let Err(e2) = c.file.set_len(c.start) {
+                            self.poison(&e2.into());
+                        }
+                    }
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        // Register new (possibly empty) segments even on failure: their files exist.
+        let register_new = |idx: &mut Index| {
+            for c in chunks.iter().filter(|c| c.new) {
+                if idx.segs.iter().all(|s| s.id != c.id) {
+                    idx.segs.push(Seg {
+                        id: c.id,
+                        file: c.file.clone(),
+                        size: 0,
+                        base: c.id,
+                        slots: Vec::new(),
+                        live: 0,
+                        live_bytes: 0,
+                        max_ts: i64::MIN,
+                        dlt: None,
+                        dlt_size: 0,
+                    });
+                }
+            }
+        };
+        if let Err(e) = result {
+            register_new(&mut lock(&self.index));
+            return Err(e);
+        }
+        // Sync: data files, then the directory if a segment was created.
+        let files: Vec<_> = chunks
+            .iter()
+            .filter(|c| !c.buf.is_empty() || c.new)
+            .map(|c| c.file.clone())
+            .collect();
+        let synced = self.sync_files(files).and_then(|_| {
+            if created {
+                self.fs.sync_dir(&self.dir)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = synced {
+            self.poison(&e);
+            register_new(&mut lock(&self.index));
+            return Err(e);
+        }
+        // Publish in the index.
+        let mut idx = lock(&self.index);
+        register_new(&mut idx);
+        for c in &chunks {
+            if let Some(seg) = idx.segs.iter_mut().rev().find(|s| s.id == c.id) {
+                seg.size = c.start + c.buf.len() as u64;
+            }
+        }
+        let first_pos = idx.segs.len() - chunks.len();
+        for (op, (ci, off, len)) in run.iter().zip(placed) {
+            let subj = idx.intern(&op.subject);
+            idx.add(first_pos + ci, op.seq, Slot { off, len, subj }, op.ts);
+            idx.last_seq = op.seq;
+            idx.last_ts = op.ts;
+        }
+        Ok(())
+    }
+
+    fn enforce_limits(&mut self, subjects: Option<&HashSet<String>>) -> Result<u64> {
+        let limits = self.cfg.limits;
+        let mut removed = 0;
+        if let Some(max) = limits.max_msgs_per_subject {
+            let plan = {
+                let idx = lock(&self.index);
+                let ids: Vec<u32> = match subjects {
+                    Some(s) => s
+                        .iter()
+                        .filter_map(|n| idx.ids.get(n.as_str()).copied())
+                        .collect(),
+                    None => idx.ids.values().copied().collect(),
+                };
+                let mut plan: Vec<SegPlan> = Vec::new();
+                for id in ids {
+                    let info = &idx.subjs[id as usize];
+                    if info.count > max {
+                        let set = HashSet::from([id]);
+                        merge_plans(
+                            &mut plan,
+                            plan_subjects(&idx, &set, info.first, u64::MAX, info.count - max),
+                        );
+                    }
+                }
+                plan
+            };
+            removed += self.execute(plan)?;
+        }
+        if limits.max_msgs.is_some() || limits.max_bytes.is_some() {
+            let plan = {
+                let idx = lock(&self.index);
+                let n = limits.max_msgs.map_or(0, |m| idx.msgs.saturating_sub(m));
+                let b = limits.max_bytes.map_or(0, |m| idx.bytes.saturating_sub(m));
+                plan_front(&idx, n, b, u64::MAX)
+            };
+            removed += self.execute(plan)?;
+        }
+        Ok(removed)
+    }
+
+    fn delete_run(&mut self, run: Vec<(u64, oneshot::Sender<Result<bool>>)>) {
+        if let Err(e) = self.check() {
+            for (_, d) in run {
+                let _ = d.send(Err(e.clone()));
+            }
+            return;
+        }
+        let (plan, present) = {
+            let idx = lock(&self.index);
+            let mut by_seg: Vec<SegPlan> = Vec::new();
+            let mut present = Vec::with_capacity(run.len());
+            let mut seen = HashSet::new();
+            for (seq, _) in &run {
+                let live = idx.locate(*seq).is_some() && seen.insert(*seq);
+                present.push(live);
+                if live {
+                    let id = idx.segs[idx.seg_pos(*seq).expect("located")].id;
+                    merge_plans(
+                        &mut by_seg,
+                        vec![SegPlan {
+                            id,
+                            whole: false,
+                            seqs: vec![*seq],
+                        }],
+                    );
+                }
+            }
+            for p in &mut by_seg {
+                let seg = idx.segs.iter().find(|s| s.id == p.id).expect("seg");
+                p.whole = p.seqs.len() as u64 == seg.live;
+            }
+            (by_seg, present)
+        };
+        let r = self.execute(plan);
+        for ((_, done), was) in run.into_iter().zip(present) {
+            let _ = done.send(r.clone().map(|_| was));
+        }
+    }
+
+    fn other(&mut self, op: Op) {
+        match op {
+            Op::Purge { req, done } => {
+                let r = self.check().and_then(|_| self.purge(&req));
+                let _ = done.send(r);
+            }
+            Op::Expire { cutoff, done } => {
+                let r = self.check().and_then(|_| self.expire(cutoff));
+                let _ = done.send(r);
+            }
+            Op::SetLimits { limits, done } => {
+                self.cfg.limits = limits;
+                let r = self.check().and_then(|_| self.enforce_limits(None));
+                let _ = done.send(r);
+            }
+            Op::Sync { done } => {
+                let r = self.check().and_then(|_| self.sync_dirty());
+                if let Err(e) = &r {
+                    self.poison(e);
+                }
+                let _ = done.send(r);
+            }
+            Op::Append { .. } | Op::Delete { .. } => unreachable!("handled in runs"),
+        }
+    }
+
+    fn purge(&mut self, req: &PurgeRequest) -> Result<u64> {
+        let (plan, floor) = {
+            let idx = lock(&self.index);
+            let before = req.up_to_seq.unwrap_or(u64::MAX);
+            match &req.filter {
+                None => {
+                    let n = match req.keep {
+                        Some(k) => idx.msgs.saturating_sub(k),
+                        None => u64::MAX,
+                    };
+                    let floor = req
+                        .up_to_seq
+                        .filter(|&s| s > idx.last_seq + 1)
+                        .map(|s| s - 1);
+                    (plan_front(&idx, n, 0, before), floor)
+                }
+                Some(f) => {
+                    let ids = idx.matching_ids(f);
+                    let total: u64 = ids.iter().map(|&i| idx.subjs[i as usize].count).sum();
+                    let max = match req.keep {
+                        Some(k) => total.saturating_sub(k),
+                        None => u64::MAX,
+                    };
+                    (plan_subjects(&idx, &ids, 0, before, max), None)
+                }
+            }
+        };
+        if let Some(floor) = floor {
+            // Moving the sequence forward: persist it before anything depends on it.
+            self.write_floor(floor)?;
+            let mut idx = lock(&self.index);
+            idx.last_seq = floor;
+        }
+        let n = self.execute(plan)?;
+        if floor.is_some() {
+            let mut idx = lock(&self.index);
+            idx.fix_after_removal(&HashSet::new());
+        }
+        Ok(n)
+    }
+
+    fn expire(&mut self, cutoff: i64) -> Result<u64> {
+        // Whole segments whose newest message is older than the cutoff go at once; within the
+        // first remaining segment, timestamps are read from the record headers.
+        let (mut plan, partial) = {
+            let idx = lock(&self.index);
+            let mut plan = Vec::new();
+            let mut partial = None;
+            for seg in &idx.segs {
+                if seg.live == 0 {
+                    continue;
+                }
+                if seg.max_ts < cutoff {
+                    plan.push(SegPlan {
+                        id: seg.id,
+                        whole: true,
+                        seqs: Vec::new(),
+                    });
+                } else {
+                    let slots: Vec<(u64, Slot)> = seg.live_seqs().collect();
+                    partial = Some((seg.id, seg.file.clone(), slots, seg.live));
+                    break;
+                }
+            }
+            (plan, partial)
+        };
+        if let Some((id, file, slots, live)) = partial {
+            let mut seqs = Vec::new();
+            for (q, s) in slots {
+                let mut h = [0u8; HEADER_LEN];
+                file.read_exact_at(&mut h, s.off as u64)?;
+                match record::parse_header(&h) {
+                    Some(h) if h.ts < cutoff => seqs.push(q),
+                    _ => break,
+                }
+            }
+            if !seqs.is_empty() {
+                let whole = seqs.len() as u64 == live;
+                plan.push(SegPlan { id, whole, seqs });
+            }
+        }
+        self.execute(plan)
+    }
+
+    fn write_floor(&mut self, last_seq: u64) -> Result<()> {
+        let tmp = self.root.join("floor.tmp");
+        let f = self.fs.open(&tmp, true)?;
+        let t = record::tombstone(last_seq);
+        f.set_len(0)?;
+        f.write_all_at(&t, 0)?;
+        f.sync()?;
+        self.fs.rename(&tmp, &self.root.join("floor"))?;
+        self.fs.sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    /// Carries out a deletion plan: tombstones (synced per policy) for partial segments, file
+    /// removal (directory fsynced) for whole ones; then the index; then compaction.
+    fn execute(&mut self, mut plan: Vec<SegPlan>) -> Result<u64> {
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        {
+            // A partial plan that covers every live message of its segment removes the file.
+            let idx = lock(&self.index);
+            for p in plan.iter_mut().filter(|p| !p.whole) {
+                if let Some(seg) = idx.segs.iter().find(|s| s.id == p.id) {
+                    p.whole = p.seqs.len() as u64 >= seg.live;
+                }
+            }
+        }
+        // 1. Tombstones.
+        let mut written: Vec<(u64, Arc<dyn FileHandle>, u64, u64)> = Vec::new(); // id, file, old, new size
+        let mut dir_dirty = false;
+        for p in plan.iter().filter(|p| !p.whole) {
+            let (existing, size) = {
+                let idx = lock(&self.index);
+                let seg = idx
+                    .segs
+                    .iter()
+                    .find(|s| s.id == p.id)
+                    .expect("planned segment");
+                (seg.dlt.clone(), seg.dlt_size)
+            };
+            let file = match existing {
+                Some(f) => f,
+                None => {
+                    dir_dirty = true;
+                    self.fs.open(&self.dlt_path(p.id), true)?
+                }
+            };
+            let mut buf = Vec::with_capacity(p.seqs.len() * TOMBSTONE_LEN);
+            for &q in &p.seqs {
+                buf.extend_from_slice(&record::tombstone(q));
+            }
+            if let Err(e) = file.write_all_at(&buf, size) {
+                let _ = file.set_len(size);
+                for (_, f, old, _) in &written {
+                    if let Err(e2) = f.set_len(*old) {
+                        self.poison(&e2.into());
+                    }
+                }
+                return Err(e.into());
+            }
+            written.push((p.id, file, size, size + buf.len() as u64));
+        }
+        let files = written.iter().map(|w| w.1.clone()).collect();
+        if let Err(e) = self.sync_files(files) {
+            self.poison(&e);
+            return Err(e);
+        }
+        // 2. Whole segments. Removing the newest segment would lose the last sequence: persist
+        //    it first.
+        let whole: Vec<u64> = plan.iter().filter(|p| p.whole).map(|p| p.id).collect();
+        let io = (|| -> Result<()> {
+            let (last_id, last_seq) = {
+                let idx = lock(&self.index);
+                (idx.segs.last().map(|s| s.id), idx.last_seq)
+            };
+            if whole.iter().any(|&id| Some(id) == last_id) {
+                self.write_floor(last_seq)?;
+            }
+            for &id in &whole {
+                self.fs.remove(&self.blk_path(id))?;
+                // The tombstone file may exist even if unknown to the index (a failed write).
+                let _ = self.fs.remove(&self.dlt_path(id));
+                dir_dirty = true;
+            }
+            if dir_dirty {
+                self.fs.sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = io {
+            self.poison(&e);
+            return Err(e);
+        }
+        // 3. Index.
+        let mut removed = 0;
+        let mut compact = Vec::new();
+        {
+            let mut idx = lock(&self.index);
+            let mut touched = HashSet::new();
+            for (id, file, _, new_size) in written {
+                let pos = idx.segs.iter().position(|s| s.id == id).expect("seg");
+                idx.segs[pos].dlt = Some(file);
+                idx.segs[pos].dlt_size = new_size;
+            }
+            for p in &plan {
+                let pos = idx.segs.iter().position(|s| s.id == p.id).expect("seg");
+                if p.whole {
+                    let seqs: Vec<u64> = idx.segs[pos].live_seqs().map(|(q, _)| q).collect();
+                    for q in seqs {
+                        touched.extend(idx.unlink(pos, q));
+                        removed += 1;
+                    }
+                    idx.segs.remove(pos);
+                } else {
+                    for &q in &p.seqs {
+                        if let Some(s) = idx.unlink(pos, q) {
+                            touched.insert(s);
+                            removed += 1;
+                        }
+                    }
+                    let seg = &idx.segs[pos];
+                    let garbage = seg.size - seg.live_bytes;
+                    let sealed = pos + 1 < idx.segs.len();
+                    if sealed
+                        && garbage >= COMPACT_MIN_GARBAGE
+                        && garbage as f64 >= seg.size as f64 * COMPACT_GARBAGE_RATIO
+                    {
+                        compact.push(seg.id);
+                    }
+                }
+            }
+            idx.fix_after_removal(&touched);
+        }
+        // 4. Compaction (a failure leaves the old segment in place, which is still correct).
+        for id in compact {
+            if let Err(e) = self.compact(id) {
+                tracing::warn!("store: compaction of segment {id} failed: {e}");
+                if matches!(e, Error::Poisoned(_)) {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Rewrites a sealed segment with only its live records: new file, fsync, rename over the
+    /// old one, fsync the directory, then drop its tombstone file.
+    fn compact(&mut self, id: u64) -> Result<()> {
+        let (file, slots) = {
+            let idx = lock(&self.index);
+            let Some(seg) = idx.segs.iter().find(|s| s.id == id) else {
+                return Ok(());
+            };
+            (seg.file.clone(), seg.live_seqs().collect::<Vec<_>>())
+        };
+        let tmp = self.dir.join(format!("{id}.blk.tmp"));
+        let out = self.fs.open(&tmp, true)?;
+        out.set_len(0)?;
+        let mut buf = Vec::new();
+        let mut new_slots = Vec::with_capacity(slots.len());
+        let mut pos = 0u64;
+        for (q, s) in &slots {
+            let mut rec = vec![0u8; s.len as usize];
+            file.read_exact_at(&mut rec, s.off as u64)?;
+            if !record::verify(&rec) {
+                // Keep it out of the new file; reads of it already fail.
+                tracing::error!("store: corrupt record {q} dropped during compaction");
+                continue;
+            }
+            new_slots.push((
+                *q,
+                Slot {
+                    off: (pos + buf.len() as u64) as u32,
+                    ..*s
+                },
+            ));
+            buf.extend_from_slice(&rec);
+            if buf.len() >= 1 << 20 {
+                out.write_all_at(&buf, pos)?;
+                pos += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        out.write_all_at(&buf, pos)?;
+        let new_size = pos + buf.len() as u64;
+        out.sync()?;
+        let commit = (|| -> Result<()> {
+            self.fs.rename(&tmp, &self.blk_path(id))?;
+            self.fs.sync_dir(&self.dir)?;
+            Ok(())
+        })();
+        if let Err(e) = commit {
+            self.poison(&e);
+            return Err(e);
+        }
+        let had_dlt = {
+            let mut idx = lock(&self.index);
+            let pos = idx.segs.iter().position(|s| s.id == id).expect("seg");
+            let dropped: Vec<u64> = {
+                let kept: HashSet<u64> = new_slots.iter().map(|(q, _)| *q).collect();
+                slots
+                    .iter()
+                    .map(|(q, _)| *q)
+                    .filter(|q| !kept.contains(q))
+                    .collect()
+            };
+            let mut touched = HashSet::new();
+            for q in dropped {
+                touched.extend(idx.unlink(pos, q));
+            }
+            let seg = &mut idx.segs[pos];
+            seg.file = out;
+            seg.size = new_size;
+            seg.base = new_slots.first().map_or(seg.base, |(q, _)| *q);
+            let span = new_slots.last().map_or(0, |(q, _)| q - seg.base + 1) as usize;
+            seg.slots = vec![Slot::default(); span];
+            for (q, s) in &new_slots {
+                seg.slots[(q - seg.base) as usize] = *s;
+            }
+            let had = seg.dlt.take().is_some();
+            seg.dlt_size = 0;
+            idx.fix_after_removal(&touched);
+            had
+        };
+        if had_dlt {
+            self.fs.remove(&self.dlt_path(id))?;
+            self.fs.sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn merge_plans(into: &mut Vec<SegPlan>, from: Vec<SegPlan>) {
+    for p in from {
+        match into.iter_mut().find(|q| q.id == p.id) {
+            Some(q) => {
+                q.whole |= p.whole;
+                q.seqs.extend(p.seqs);
+                q.seqs.sort_unstable();
+                q.seqs.dedup();
+            }
+            None => into.push(p),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery.
+
+fn io_read_all(file: &dyn FileHandle) -> Result<Vec<u8>> {
+    let len = file.size()? as usize;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Parses a complete, checksum-valid record at `off`; returns (header, length).
+fn valid_at(data: &[u8], off: usize) -> Option<record::Header> {
+    let h = record::parse_header(data.get(off..)?)?;
+    let end = off.checked_add(h.len as usize)?;
+    (end <= data.len() && record::verify(&data[off..end])).then_some(h)
+}
+
+fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) -> Result<Index> {
+    let mut idx = Index::default();
+    let mut floor = 0u64;
+    // The sequence floor, written when the newest segment was removed (purge, retention).
+    if let Ok(f) = fs.open(&root.join("floor"), false) {
+        let data = io_read_all(&*f)?;
+        match record::parse_tombstone(&data) {
+            Some(s) => floor = s,
+            None => report.corrupt.push(Corruption {
+                file: "floor".into(),
+                offset: 0,
+                len: data.len() as u64,
+                detail: "sequence floor checksum mismatch".into(),
+            }),
+        }
+    }
+    let mut blks = Vec::new();
+    let mut dlts = HashSet::new();
+    let mut dir_dirty = false;
+    for name in fs.list(dir)? {
+        if let Some(id) = name
+            .strip_suffix(".blk")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            blks.push(id);
+        } else if let Some(id) = name
+            .strip_suffix(".dlt")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            dlts.insert(id);
+        } else if name.ends_with(".tmp") {
+            fs.remove(&dir.join(&name))?;
+            report.removed_files.push(name);
+            dir_dirty = true;
+        }
+    }
+    blks.sort_unstable();
+    let mut prev_seq = 0u64;
+    let n = blks.len();
+    for (i, &id) in blks.iter().enumerate() {
+        let name = format!("{id}.blk");
+        let file = fs.open(&dir.join(&name), false)?;
+        let data = io_read_all(&*file)?;
+        let is_last = i + 1 == n;
+        idx.segs.push(Seg {
+            id,
+            file: file.clone(),
+            size: 0,
+            base: id,
+            slots: Vec::new(),
+            live: 0,
+            live_bytes: 0,
+            max_ts: i64::MIN,
+            dlt: None,
+            dlt_size: 0,
+        });
+        let pos = idx.segs.len() - 1;
+        let mut off = 0usize;
+        let ok = |h: &record::Header, prev: u64| h.seq > prev && h.seq >= id;
+        while off < data.len() {
+            match valid_at(&data, off) {
+                Some(h) if ok(&h, prev_seq) => {
+                    let end = off + h.len as usize;
+                    let s0 = off + HEADER_LEN;
+                    let subject =
+                        String::from_utf8_lossy(&data[s0..s0 + h.subj_len as usize]).into_owned();
+                    let subj = idx.intern(&subject);
+                    idx.add(
+                        pos,
+                        h.seq,
+                        Slot {
+                            off: off as u32,
+                            len: h.len,
+                            subj,
+                        },
+                        h.ts,
+                    );
+                    idx.last_ts = h.ts;
+                    prev_seq = h.seq;
+                    off = end;
+                }
+                _ => {
+                    // Find the next valid record; everything in between is damaged.
+                    let next = (off + 1..data.len().saturating_sub(HEADER_LEN - 1)).find(|&o| {
+                        data[o..o + 4] == MAGIC
+                            && valid_at(&data, o).is_some_and(|h| ok(&h, prev_seq))
+                    });
+                    match next {
+                        Some(o) => {
+                            report.corrupt.push(Corruption {
+                                file: name.clone(),
+                                offset: off as u64,
+                                len: (o - off) as u64,
+                                detail: "record failed checksum or framing; skipped".into(),
+                            });
+                            off = o;
+                        }
+                        None if is_last => {
+                            // A torn final write: it was never acknowledged. Cut it off.
+                            report.truncated_bytes += (data.len() - off) as u64;
+                            file.set_len(off as u64)?;
+                            file.sync()?;
+                            break;
+                        }
+                        None => {
+                            report.corrupt.push(Corruption {
+                                file: name.clone(),
+                                offset: off as u64,
+                                len: (data.len() - off) as u64,
+                                detail: "damaged tail of a sealed segment; skipped".into(),
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        idx.segs[pos].size = if is_last { off } else { data.len() } as u64;
+        floor = floor.max(id - 1);
+        // Tombstones.
+        if dlts.remove(&id) {
+            let dname = format!("{id}.dlt");
+            let dfile = fs.open(&dir.join(&dname), false)?;
+            let ddata = io_read_all(&*dfile)?;
+            let whole = ddata.len() / TOMBSTONE_LEN * TOMBSTONE_LEN;
+            if whole != ddata.len() {
+                // A torn tombstone write (never acknowledged).
+                dfile.set_len(whole as u64)?;
+                dfile.sync()?;
+            }
+            for (k, t) in ddata[..whole].chunks(TOMBSTONE_LEN).enumerate() {
+                match record::parse_tombstone(t) {
+                    Some(q) => {
+                        if idx.segs[pos].slot(q).is_some() {
+                            idx.unlink(pos, q);
+                        }
+                    }
+                    None => report.corrupt.push(Corruption {
+                        file: dname.clone(),
+                        offset: (k * TOMBSTONE_LEN) as u64,
+                        len: TOMBSTONE_LEN as u64,
+                        detail: "tombstone checksum mismatch; skipped".into(),
+                    }),
+                }
+            }
+            idx.segs[pos].dlt = Some(dfile);
+            idx.segs[pos].dlt_size = whole as u64;
+        }
+    }
+    // Orphan tombstone files (their segment was removed).
+    for id in dlts {
+        let name = format!("{id}.dlt");
+        fs.remove(&dir.join(&name))?;
+        report.removed_files.push(name);
+        dir_dirty = true;
+    }
+    idx.last_seq = floor.max(prev_seq);
+    // Segments with nothing live, other than the newest, are removed.
+    let n = idx.segs.len();
+    let mut i = 0;
+    let mut seen = 0;
+    while i < idx.segs.len() {
+        seen += 1;
+        let damaged = {
+            let name = format!("{}.blk", idx.segs[i].id);
+            report.corrupt.iter().any(|c| c.file == name)
+        };
+        if idx.segs[i].live == 0 && seen < n && !damaged {
+            let id = idx.segs[i].id;
+            fs.remove(&dir.join(format!("{id}.blk")))?;
+            report.removed_files.push(format!("{id}.blk"));
+            if idx.segs[i].dlt.is_some() {
+                fs.remove(&dir.join(format!("{id}.dlt")))?;
+                report.removed_files.push(format!("{id}.dlt"));
+            }
+            idx.segs.remove(i);
+            dir_dirty = true;
+        } else {
+            i += 1;
+        }
+    }
+    if dir_dirty {
+        fs.sync_dir(dir)?;
+    }
+    let all: HashSet<u32> = idx.ids.values().copied().collect();
+    idx.fix_after_removal(&all);
+    Ok(idx)
+}
