@@ -310,7 +310,8 @@ impl Account {
     }
 }
 
-fn random_token(len: usize) -> String {
+/// A random alphanumeric token (reply subjects, event ids).
+pub(crate) fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     (0..len)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)

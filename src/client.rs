@@ -89,6 +89,8 @@ struct Connection {
     max_payload: Option<usize>,
     /// When the user's credentials expire.
     expires: Option<Instant>,
+    /// Whether a connect event went out (so a disconnect event follows).
+    announced: bool,
     cache: MatchCache<Subscription>,
     /// Receivers given data during this read batch, woken when it ends.
     to_wake: Vec<Arc<Client>>,
@@ -249,6 +251,44 @@ impl Deliveries<'_> {
         let took = inner.delivered;
         self.delivered |= took;
         took
+    }
+}
+
+/// Publishes a message the server itself originates (system events) into `account`; the
+/// payload is built only if someone there subscribes to `subject`.
+pub(crate) fn publish_internal(
+    server: &ServerState,
+    account: &Arc<Account>,
+    subject: &[u8],
+    payload: impl FnOnce() -> Vec<u8>,
+) {
+    let matches = account.sublist.lookup(subject);
+    if matches.matches.is_empty() {
+        return;
+    }
+    let payload = payload();
+    let msg = Message {
+        subject,
+        reply: None,
+        header_len: 0,
+        payload: &payload,
+    };
+    let mut to_wake = Vec::new();
+    let mut stall_on = None;
+    let mut out = Deliveries {
+        server,
+        account,
+        hops: 0,
+        // No connection has id 0: nothing is suppressed as an echo.
+        publisher: 0,
+        echo: true,
+        to_wake: &mut to_wake,
+        stall_on: &mut stall_on,
+        delivered: false,
+    };
+    out.deliver_all(&matches.matches, &msg);
+    for client in to_wake {
+        client.wake();
     }
 }
 
@@ -533,6 +573,7 @@ impl Connection {
             },
             max_payload: None,
             expires: None,
+            announced: false,
             cache: MatchCache::default(),
             to_wake: Vec::new(),
             stall_on: None,
@@ -764,6 +805,12 @@ impl Connection {
                 self.adopt(identity)?;
             }
         }
+        if !self.announced {
+            self.announced = true;
+            self.server
+                .events
+                .connected(&self.server, &self.client, &self.account);
+        }
         let o = &mut self.opts;
         o.verbose = parsed.verbose.unwrap_or(o.verbose);
         o.pedantic = parsed.pedantic.unwrap_or(o.pedantic);
@@ -807,7 +854,13 @@ impl Connection {
         } else {
             check()
         };
-        result.map_err(|denied| self.auth_violation(&denied.0))
+        result.map_err(|denied| {
+            let reason = self.auth_violation(&denied.0);
+            server
+                .events
+                .auth_error(&server, &self.client, connect.user.as_deref());
+            reason
+        })
     }
 
     /// Takes on the identity a successful CONNECT proved.
@@ -1048,6 +1101,11 @@ impl Connection {
         self.server.unregister(&self.client);
         if self.authed && self.server.auth.required() {
             self.account.remove_connection();
+        }
+        if self.announced {
+            self.server
+                .events
+                .disconnected(&self.server, &self.client, &self.account, reason);
         }
         match reason {
             CloseReason::SlowConsumerWriteDeadline => info!(

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod log;
 pub mod monitor;
 pub mod outbound;

@@ -59,6 +59,8 @@ pub struct ServerState {
     pub auth: Authenticator,
     /// TLS, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// System events (connects, disconnects, authentication failures).
+    pub events: crate::events::Events,
     /// Open connections by id.
     pub clients: DashMap<u64, Arc<Client>>,
     /// When the server started.
@@ -161,7 +163,13 @@ impl Security {
 impl ServerState {
     fn new(config: Config, port: u16, security: Security) -> Self {
         let id = server_id();
+        let system = config
+            .security
+            .system_account
+            .as_deref()
+            .and_then(|name| security.accounts.get(name).cloned());
         ServerState {
+            events: crate::events::Events::new(system),
             accounts: security.accounts,
             auth: security.auth,
             tls: security.tls,

@@ -8,7 +8,7 @@
 //! longer than a copy of its counters.
 
 mod connz;
-mod format;
+pub(crate) mod format;
 mod http;
 mod metrics;
 mod process;
