@@ -77,9 +77,19 @@ impl ReplyPaths {
     }
 }
 
+/// A part of the server that takes messages from the routing table itself (the streams
+/// module, for its API and its streams' subjects).
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// A message matched the sink's subscription. Called on the publisher's task, so it must
+    /// not block: hand the message to a queue.
+    fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]);
+}
+
 /// Where a forwarding subscription sends what it matches.
 #[derive(Debug)]
 pub enum Forward {
+    /// To a part of the server (see [`Sink`]).
+    Internal(Arc<dyn Sink>),
     /// A stream import: re-publish into `to`, the subject rewritten by `map`.
     Stream {
         /// The importing account.
@@ -227,6 +237,11 @@ impl Account {
         let sub = Arc::new(sub);
         self.sublist.insert(pattern, None, sub.clone());
         sub
+    }
+
+    /// Subscribes `sink` to `pattern` in this account; remove it with [`Account::remove`].
+    pub fn subscribe_internal(&self, pattern: &[u8], sink: Arc<dyn Sink>) -> Arc<Subscription> {
+        self.add_forward(pattern, Forward::Internal(sink))
     }
 
     /// Makes the reply path for one service request forwarded into this (the exporting)

@@ -201,10 +201,16 @@ impl Deliveries<'_> {
         if self.hops >= MAX_HOPS {
             return false;
         }
+        if let Forward::Internal(sink) = forward {
+            sink.deliver(msg.subject, msg.reply, msg.header_len, msg.payload);
+            self.delivered = true;
+            return true;
+        }
         let (into, subject) = match forward {
             Forward::Stream { to, map } | Forward::Service { to, map, .. } => {
                 (to, map.apply(msg.subject))
             }
+            Forward::Internal(_) => return false,
             Forward::Response { to, reply, home } => {
                 let claim = sub.claim();
                 if claim != Claim::Deliver {
@@ -229,7 +235,7 @@ impl Deliveries<'_> {
             Forward::Service { to, response, .. } => msg
                 .reply
                 .and_then(|r| to.response_path(self.account, r, *response)),
-            Forward::Response { .. } => None,
+            Forward::Response { .. } | Forward::Internal(_) => None,
         };
         let carried = Message {
             subject: &subject,
@@ -262,17 +268,26 @@ pub(crate) fn publish_internal(
     subject: &[u8],
     payload: impl FnOnce() -> Vec<u8>,
 ) {
-    let matches = account.sublist.lookup(subject);
-    if matches.matches.is_empty() {
+    if account.sublist.lookup(subject).matches.is_empty() {
         return;
     }
     let payload = payload();
-    let msg = Message {
-        subject,
-        reply: None,
-        header_len: 0,
-        payload: &payload,
-    };
+    publish_message(
+        server,
+        account,
+        &Message {
+            subject,
+            reply: None,
+            header_len: 0,
+            payload: &payload,
+        },
+    );
+}
+
+/// Routes a message that no connection published (server events, stream acks and
+/// deliveries) to `account`'s subscribers; false if nobody took it.
+pub fn publish_message(server: &ServerState, account: &Arc<Account>, msg: &Message<'_>) -> bool {
+    let matches = account.sublist.lookup(msg.subject);
     let mut to_wake = Vec::new();
     let mut stall_on = None;
     let mut out = Deliveries {
@@ -286,10 +301,12 @@ pub(crate) fn publish_internal(
         stall_on: &mut stall_on,
         delivered: false,
     };
-    out.deliver_all(&matches.matches, &msg);
+    out.deliver_all(&matches.matches, msg);
+    let delivered = out.delivered;
     for client in to_wake {
         client.wake();
     }
+    delivered
 }
 
 /// Serves one accepted connection until it closes.
@@ -1208,6 +1225,68 @@ fn describe(op: &Op<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)>>);
+
+    impl crate::account::Sink for Recorder {
+        fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, _hl: usize, payload: &[u8]) {
+            self.0.lock().unwrap().push((
+                subject.to_vec(),
+                reply.map(<[u8]>::to_vec),
+                payload.to_vec(),
+            ));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn internal_sinks_and_publishes_meet_clients() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let config = crate::config::Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            ..Default::default()
+        };
+        let server = crate::server::Server::bind(config).await.unwrap();
+        let addr = server.local_addr();
+        let state = server.state().clone();
+        let (_stop, stops) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(server.serve(stops));
+        let sink = Arc::new(Recorder::default());
+        let global = state.accounts.global().clone();
+        global.subscribe_internal(b"svc.>", sink.clone());
+
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        lines.next_line().await.unwrap(); // INFO
+        w.write_all(
+            b"CONNECT {\"verbose\":false}\r\nSUB out 1\r\nPUB svc.a in 2\r\nhi\r\nPING\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "PONG");
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![(b"svc.a".to_vec(), Some(b"in".to_vec()), b"hi".to_vec())]
+        );
+
+        let msg = Message {
+            subject: b"out",
+            reply: None,
+            header_len: 0,
+            payload: b"back",
+        };
+        assert!(publish_message(&state, &global, &msg));
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "MSG out 1 4");
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "back");
+        let nobody = Message {
+            subject: b"nobody",
+            ..msg
+        };
+        assert!(!publish_message(&state, &global, &nobody));
+    }
 
     #[test]
     fn read_size_adapts() {
