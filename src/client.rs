@@ -1226,8 +1226,11 @@ fn describe(op: &Op<'_>) -> String {
 mod tests {
     use super::*;
 
+    /// Subject, reply and payload of one message.
+    type Seen = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
     #[derive(Debug, Default)]
-    struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)>>);
+    struct Recorder(std::sync::Mutex<Vec<Seen>>);
 
     impl crate::account::Sink for Recorder {
         fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, _hl: usize, payload: &[u8]) {
