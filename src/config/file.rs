@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::parse::{parse_file, ConfigError, Entry, Map, Pos, Value};
-use super::{security, Config, DEFAULT_PORT};
+use super::{jetstream, security, Config, DEFAULT_PORT};
 
 /// Largest `max_payload` and `max_control_line` nats-server accepts ("value is too big").
 const MAX_I32_SIZE: i64 = i32::MAX as i64;
@@ -36,7 +36,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "http_base_path",
     "https",
     "https_port",
-    "jetstream",
     "leaf",
     "leafnodes",
     "log_max_num",
@@ -63,8 +62,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "resolver_tls",
     "server_metadata",
     "server_tags",
-    "store_dir",
-    "storedir",
     "syslog",
     "trace_headers",
     "trace_verbose",
@@ -112,6 +109,7 @@ pub fn apply(map: &Map, config: &mut Config) -> Result<Vec<Warning>, ConfigError
         apply_entry(entry, config, &mut warnings)?;
     }
     config.security = security::parse(map, &mut warnings)?;
+    jetstream::apply(map, config, &mut warnings)?;
     // Checked once all keys are in, since their order in the file does not matter.
     if u64::from(config.max_payload) > config.max_pending {
         let message = format!(
@@ -222,6 +220,8 @@ fn apply_entry(e: &Entry, c: &mut Config, warnings: &mut Vec<Warning>) -> Result
         "logtime_utc" => c.log.time_utc = boolean(e)?,
         // Read together by `security::parse`, since they refer to each other.
         name if security::KEYS.contains(&name) => {}
+        // Read together by `jetstream::apply` (a top-level store_dir conflicts with the block's).
+        "jetstream" | "store_dir" | "storedir" => {}
         name if NOT_SUPPORTED.contains(&name) => warn(format!(
             "{:?} is not supported by natter yet, ignored",
             e.key
@@ -327,7 +327,7 @@ fn http_port(e: &Entry, n: i64) -> Result<Option<u16>, ConfigError> {
 /// `"500ms"`); nats-server also takes a bare integer as seconds for `ping_interval` and
 /// `write_deadline`, with a warning, but not for the lame-duck keys. Beware: unquoted `2m` is
 /// the integer 2000000 (a size suffix), so 2000000 seconds, exactly as in nats-server.
-fn duration(
+pub(crate) fn duration(
     e: &Entry,
     int_seconds: bool,
     warn: &mut impl FnMut(String),
@@ -677,13 +677,13 @@ mod tests {
     #[test]
     fn unsupported_and_unknown_keys_warn() {
         let w = warnings(
-            "jetstream {\n  store_dir: /x\n}\nmqtt { port: 1883 }\nfoo: 1\ncluster: {}\n\
+            "leafnodes {\n  port: 7422\n}\nmqtt { port: 1883 }\nfoo: 1\ncluster: {}\n\
              syslog: true\nV: 4222\nport: $V\n",
         );
         assert_eq!(
             w,
             [
-                "/etc/natter.conf:1: \"jetstream\" is not supported by natter yet, ignored",
+                "/etc/natter.conf:1: \"leafnodes\" is not supported by natter yet, ignored",
                 "/etc/natter.conf:4: \"mqtt\" is not supported by natter yet, ignored",
                 "/etc/natter.conf:5: unknown field \"foo\"",
                 "/etc/natter.conf:6: \"cluster\" is not supported by natter yet, ignored",

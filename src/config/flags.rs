@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -56,11 +57,14 @@ TLS Options:
         --tlsverify                  Enable TLS, verify client certificates
         --tlscacert <file>           Client certificate CA for verification
 
+JetStream Options:
+    -js, --jetstream                 Enable JetStream functionality
+    -sd, --store_dir <dir>           Set the storage directory (default: $TMPDIR/nats)
+
 Accepted for nats-server compatibility, not supported yet (a warning is logged):
     -s, --syslog, -r, --remote_syslog, --log_size_limit, --max_traced_msg_len,
-    -ms, --https_port, -js, --jetstream, -sd, --store_dir,
-    --routes, --cluster, --cluster_name, --no_advertise, --cluster_advertise,
-    --connect_retries, --cluster_listen, --client_advertise, --profile
+    -ms, --https_port, --routes, --cluster, --cluster_name, --no_advertise,
+    --cluster_advertise, --connect_retries, --cluster_listen, --client_advertise, --profile
 
 Common Options:
     -h, --help                       Show this message
@@ -79,8 +83,6 @@ const RESERVED: &[(&str, &[&str], bool)] = &[
     ("log_size_limit", &[], true),
     ("max_traced_msg_len", &[], true),
     ("https_port", &["ms"], true),
-    ("jetstream", &["js"], false),
-    ("store_dir", &["sd"], true),
     ("routes", &[], true),
     ("cluster", &[], true),
     ("cluster_name", &[], true),
@@ -269,6 +271,15 @@ pub struct Options {
     #[arg(long = "tlsverify", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
     pub tls_verify: Option<bool>,
+    /// `-js`/`--jetstream`: enable JetStream (`-js=false` disables what the file enables).
+    #[arg(long = "jetstream", alias = "js", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub jetstream: Option<bool>,
+    /// `-sd`/`--store_dir`: JetStream's store directory; does not enable JetStream by itself.
+    /// An empty value is the default directory, as in nats-server.
+    #[arg(long = "store_dir", alias = "sd", value_name = "dir",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
+    pub store_dir: Option<PathBuf>,
     /// `-h`/`--help`.
     #[arg(long = "help", alias = "h", action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", default_value = "false",
@@ -314,7 +325,34 @@ impl Options {
             cfg.max_payload = size;
         }
         self.apply_log(cfg);
+        self.apply_jetstream(cfg);
         self.apply_security(&mut cfg.security)
+    }
+
+    /// The JetStream half of [`Options::apply`]. `-js` enables JetStream with the file's
+    /// settings (even those of a disabled `jetstream` block or a top-level `store_dir`, as
+    /// nats-server does), else with the defaults; `-js=false` disables it. `-sd` sets the
+    /// store directory, over the file's (nats-server instead refuses a `-sd` when the file also
+    /// sets one, "Duplicate 'store_dir' configuration"), without enabling JetStream.
+    fn apply_jetstream(&self, cfg: &mut Config) {
+        match self.jetstream {
+            Some(true) if cfg.jetstream.is_none() => {
+                cfg.jetstream = Some(cfg.jetstream_off.take().unwrap_or_default());
+            }
+            Some(false) => {
+                if let Some(js) = cfg.jetstream.take() {
+                    cfg.jetstream_off = Some(js);
+                }
+            }
+            _ => {}
+        }
+        if let Some(dir) = &self.store_dir {
+            let js = match &mut cfg.jetstream {
+                Some(js) => js,
+                None => cfg.jetstream_off.get_or_insert_with(Default::default),
+            };
+            js.set_store_dir(dir);
+        }
     }
 
     /// The security half of [`Options::apply`]:
@@ -825,11 +863,95 @@ mod tests {
             "--tls=false",
             "-s",
         ]);
-        assert_eq!(
-            options.reserved,
-            ["--syslog", "--jetstream", "--store_dir", "--cluster_name"]
-        );
+        assert_eq!(options.reserved, ["--syslog", "--cluster_name"]);
         assert!(run(&["-p", "1"]).reserved.is_empty());
+    }
+
+    #[test]
+    fn jetstream_flags() {
+        use crate::config::jetstream::{default_store_dir, JetStreamConfig};
+        assert_eq!(config(&[]).jetstream, None);
+        for args in [&["-js"][..], &["--jetstream"], &["-js=true"], &["--js"]] {
+            let cfg = config(args);
+            assert_eq!(cfg.jetstream, Some(JetStreamConfig::default()), "{args:?}");
+            assert_eq!(cfg.jetstream.unwrap().store_dir, default_store_dir());
+        }
+        assert_eq!(config(&["-js=false"]).jetstream, None);
+        for args in [
+            &["-js", "-sd", "/data/js"][..],
+            &["-sd=/data/js", "-js"],
+            &["--store_dir", "/data/js", "--jetstream"],
+        ] {
+            let js = config(args).jetstream.unwrap();
+            assert_eq!(js.store_dir, PathBuf::from("/data/js"), "{args:?}");
+        }
+        // -sd alone does not enable JetStream (as in nats-server), but -js later would use it.
+        let cfg = config(&["-sd", "/data/js"]);
+        assert_eq!(cfg.jetstream, None);
+        assert_eq!(
+            cfg.jetstream_off.unwrap().store_dir,
+            PathBuf::from("/data/js")
+        );
+        assert_eq!(
+            config(&["-js", "-sd", ""]).jetstream.unwrap().store_dir,
+            default_store_dir()
+        );
+        assert!(parse(["natter", "-js=maybe"]).is_err());
+        assert!(parse(["natter", "-sd"]).is_err());
+    }
+
+    #[test]
+    fn jetstream_flags_over_the_file() {
+        let file = |src: &str| {
+            let map =
+                crate::config::parse::parse_str(src, std::path::Path::new("/x.conf")).unwrap();
+            let mut cfg = Config::default();
+            crate::config::file::apply(&map, &mut cfg).unwrap();
+            cfg
+        };
+        let on = |args: &[&str], src: &str| try_config(args, file(src)).unwrap().jetstream;
+        // -js enables with the file's settings, even those it left disabled.
+        let js = on(&["-js"], "store_dir: /top").unwrap();
+        assert_eq!(js.store_dir, PathBuf::from("/top"));
+        let js = on(
+            &["-js"],
+            "jetstream { enabled: false, store_dir: /b, max_mem: 1K }",
+        )
+        .unwrap();
+        assert_eq!(
+            (js.store_dir.to_str(), js.max_memory),
+            (Some("/b"), Some(1000))
+        );
+        let js = on(&["-js"], "jetstream: disabled").unwrap();
+        assert_eq!(js, crate::config::jetstream::JetStreamConfig::default());
+        // -js=false turns off what the file turns on; -sd overrides the file's directory.
+        let cfg = try_config(&["-js=false"], file("jetstream { store_dir: /b }")).unwrap();
+        assert_eq!(cfg.jetstream, None);
+        assert!(cfg.jetstream_off.is_some());
+        let js = on(
+            &["-sd", "/flag"],
+            "jetstream { store_dir: /b, max_file: 1K }",
+        )
+        .unwrap();
+        assert_eq!(
+            (js.store_dir.to_str(), js.max_file),
+            (Some("/flag"), Some(1000))
+        );
+        // Flags that are not given leave the file alone.
+        let js = on(&["-p", "1"], "jetstream { store_dir: /b }").unwrap();
+        assert_eq!(js.store_dir, PathBuf::from("/b"));
+        assert_eq!(on(&["-sd", "/flag"], "jetstream: false"), None);
+    }
+
+    #[test]
+    fn usage_lists_jetstream_flags() {
+        assert!(
+            USAGE.contains("    -js, --jetstream                 Enable JetStream functionality\n")
+        );
+        assert!(USAGE.contains("    -sd, --store_dir <dir>           Set the storage directory"));
+        assert!(!RESERVED
+            .iter()
+            .any(|(long, _, _)| ["jetstream", "store_dir"].contains(long)));
     }
 
     #[test]

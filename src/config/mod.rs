@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod flags;
+pub mod jetstream;
 pub mod parse;
 pub mod security;
 
@@ -76,6 +77,12 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Authentication, authorization, accounts and TLS.
     pub security: security::Security,
+    /// JetStream (`-js`, `jetstream { }`): `Some` when enabled, `None` (the default) when off.
+    pub jetstream: Option<jetstream::JetStreamConfig>,
+    /// JetStream settings the file gave while leaving JetStream off (a top-level `store_dir`,
+    /// or `jetstream { enabled: false, ... }`): `-js` enables JetStream with them, as
+    /// nats-server does. Always `None` while `jetstream` is `Some`.
+    pub jetstream_off: Option<jetstream::JetStreamConfig>,
 }
 
 /// Where and how much to log.
@@ -137,6 +144,8 @@ impl Default for Config {
             ports_file_dir: None,
             config_file: None,
             security: security::Security::default(),
+            jetstream: None,
+            jetstream_off: None,
         }
     }
 }

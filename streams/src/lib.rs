@@ -13,11 +13,16 @@
 //!
 //! See `streams/README.md` for the on-disk format and the durability promise.
 
+pub mod config;
+pub mod errors;
 pub mod fs;
+mod jetstream;
 mod memory;
 pub mod record;
 mod store;
+mod stream;
 pub mod subject;
+pub mod util;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +32,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use config::{StreamConfig, StreamInfo, StreamState};
+pub use errors::ApiError;
+pub use jetstream::{ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture};
 pub use memory::MemoryStore;
 pub use store::{FileStore, FileStoreConfig};
 

@@ -1,0 +1,1095 @@
+//! [`JetStream`]: every stream of one account, the publish path and the `$JS.API` handlers.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClusterInfo, StorageType, StreamConfig, StreamInfo};
+use crate::errors::ApiError;
+use crate::stream::{Admit, Stream};
+use crate::util::{self, now_nanos};
+use crate::{msg_size, PurgeRequest, StoredMsg, SyncPolicy};
+
+/// JetStream settings (from `-js`, `-sd` and the `jetstream {}` config block).
+#[derive(Debug, Clone)]
+pub struct JsConfig {
+    /// `store_dir`: streams live under `<store_dir>/<account>/streams/<name>/`.
+    pub store_dir: PathBuf,
+    /// `max_memory_store` in bytes; negative means unlimited.
+    pub max_memory: i64,
+    /// `max_file_store` in bytes; negative means unlimited.
+    pub max_file: i64,
+    /// `sync_interval`: `always` (the default) or an interval.
+    pub sync: SyncPolicy,
+    /// The account these streams belong to (`$G` without accounts).
+    pub account: String,
+    /// Segment size of file stores.
+    pub block_size: u64,
+    /// Server name, reported as the stream leader in `STREAM.INFO` when set.
+    pub server_name: Option<String>,
+}
+
+impl Default for JsConfig {
+    fn default() -> Self {
+        JsConfig {
+            store_dir: PathBuf::from("./data"),
+            max_memory: -1,
+            max_file: -1,
+            sync: SyncPolicy::Always,
+            account: "$G".into(),
+            block_size: 8 << 20,
+            server_name: None,
+        }
+    }
+}
+
+/// Errors from [`JetStream::open`].
+#[derive(Debug)]
+pub enum OpenError {
+    /// The store directory could not be read or created.
+    Io(io::Error),
+    /// A stream's store failed to open.
+    Store(String, crate::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "jetstream store directory: {e}"),
+            OpenError::Store(s, e) => write!(f, "stream {s}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// The reply to a `$JS.API` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiReply {
+    /// A JSON body (no headers).
+    Json(Vec<u8>),
+    /// A message (DIRECT.GET): a complete `NATS/1.0` header block (a status line such as
+    /// `NATS/1.0 404 Message Not Found` when nothing was found) and the payload.
+    Msg {
+        /// The header block, ending in `\r\n\r\n`.
+        headers: Vec<u8>,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// nats-server would have no responder for this subject (unknown API, DIRECT.GET on a
+    /// stream without `allow_direct`): behave as for no subscribers (503 no responders).
+    NoResponse,
+}
+
+impl ApiReply {
+    /// The JSON body, if this is one.
+    pub fn json(&self) -> Option<&[u8]> {
+        match self {
+            ApiReply::Json(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Completes with the PubAck (or JetStream error) JSON once the message is durable.
+pub type PubAckFuture = Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'static>>;
+/// Completes with the API reply (after any store operation it started is durable).
+pub type ApiFuture = Pin<Box<dyn Future<Output = ApiReply> + Send + 'static>>;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    config: StreamConfig,
+    created: i64,
+}
+
+/// How often the account usage used by the publish-time limit check is recomputed.
+const USAGE_REFRESH: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+struct UsageCache {
+    at: Option<Instant>,
+    mem: u64,
+    file: u64,
+}
+
+struct Inner {
+    usage: Mutex<UsageCache>,
+    cfg: JsConfig,
+    dir: PathBuf,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serializes create/update/delete.
+    admin: Mutex<()>,
+    api_total: AtomicU64,
+    api_errors: AtomicU64,
+}
+
+/// All streams of one account. Cheap to clone.
+#[derive(Clone)]
+pub struct JetStream {
+    inner: Arc<Inner>,
+}
+
+const META: &str = "meta.json";
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `data` to `dir/name` atomically and durably: tmp file, fsync, rename, fsync dir.
+fn write_durable(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Creates `dir` and its missing parents, fsyncing each parent whose entries changed.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(p) = dir.parent() {
+        if !p.as_os_str().is_empty() {
+            create_dir_durable(p)?;
+        }
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(p) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(p)?;
+    }
+    Ok(())
+}
+
+fn ready<T: Send + 'static>(v: T) -> Pin<Box<dyn Future<Output = T> + Send>> {
+    Box::pin(std::future::ready(v))
+}
+
+/// Serializes a response: `{"type": ty, "error"?: .., ...body}`.
+fn resp<T: Serialize>(ty: &str, error: Option<&ApiError>, body: T) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct R<'a, T: Serialize> {
+        #[serde(rename = "type")]
+        ty: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a ApiError>,
+        #[serde(flatten)]
+        body: T,
+    }
+    serde_json::to_vec(&R {
+        ty: format!("io.nats.jetstream.api.v1.{ty}"),
+        error,
+        body,
+    })
+    .expect("serializable")
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+fn err_json(ty: &str, e: &ApiError) -> Vec<u8> {
+    resp(ty, Some(e), Empty {})
+}
+
+/// The JSON for a publish error: `{"error":{..},"stream":"S","seq":0}`.
+fn pub_err(stream: &str, e: &ApiError) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct P<'a> {
+        error: &'a ApiError,
+        stream: &'a str,
+        seq: u64,
+    }
+    serde_json::to_vec(&P {
+        error: e,
+        stream,
+        seq: 0,
+    })
+    .expect("serializable")
+}
+
+fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
+    let name = serde_json::to_string(stream).expect("string");
+    if duplicate {
+        format!("{{\"stream\":{name},\"seq\":{seq},\"duplicate\": true}}").into_bytes()
+    } else {
+        format!("{{\"stream\":{name},\"seq\":{seq}}}").into_bytes()
+    }
+}
+
+fn parse_req<'a, T: Deserialize<'a> + Default>(payload: &'a [u8]) -> Result<T, ApiError> {
+    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(payload).map_err(ApiError::invalid_json)
+}
+
+#[derive(Deserialize, Default)]
+struct InfoReq {
+    #[serde(default)]
+    subjects_filter: Option<String>,
+    #[serde(default)]
+    offset: usize,
+}
+
+#[derive(Deserialize, Default)]
+struct ListReq {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct PurgeReq {
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    keep: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct MsgGetReq {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    last_by_subj: Option<String>,
+    #[serde(default)]
+    next_by_subj: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct MsgDeleteReq {
+    #[serde(default)]
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct Paged<T: Serialize> {
+    total: usize,
+    offset: usize,
+    limit: usize,
+    #[serde(flatten)]
+    body: T,
+}
+
+impl JetStream {
+    /// Opens the account's JetStream: creates the directory if needed and loads every persisted
+    /// stream (metadata and store, recovering what a crash left behind).
+    pub fn open(config: JsConfig) -> Result<JetStream, OpenError> {
+        let dir = config.store_dir.join(&config.account).join("streams");
+        create_dir_durable(&dir).map_err(OpenError::Io)?;
+        let mut streams = BTreeMap::new();
+        for entry in fs::read_dir(&dir).map_err(OpenError::Io)? {
+            let entry = entry.map_err(OpenError::Io)?;
+            let sdir = entry.path();
+            if !sdir.is_dir() {
+                continue;
+            }
+            let meta = match fs::read(sdir.join(META)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A stream deleted (metadata removed first) or never fully created.
+                    tracing::warn!(dir = %sdir.display(), "removing stream directory without metadata");
+                    let _ = fs::remove_dir_all(&sdir);
+                    continue;
+                }
+                Err(e) => return Err(OpenError::Io(e)),
+            };
+            let meta: Meta = match serde_json::from_slice(&meta) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(dir = %sdir.display(), error = %e, "unreadable stream metadata; stream skipped");
+                    continue;
+                }
+            };
+            let mut cfg = meta.config;
+            cfg.other.clear();
+            let name = cfg.name.clone();
+            let stream = Stream::open(cfg, meta.created, sdir, config.sync, config.block_size)
+                .map_err(|e| OpenError::Store(name.clone(), e))?;
+            streams.insert(name, Arc::new(stream));
+        }
+        Ok(JetStream {
+            inner: Arc::new(Inner {
+                usage: Mutex::new(UsageCache::default()),
+                cfg: config,
+                dir,
+                streams: RwLock::new(streams),
+                admin: Mutex::new(()),
+                api_total: AtomicU64::new(0),
+                api_errors: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn streams(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
+        self.inner.streams.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams().get(name).cloned()
+    }
+
+    fn stream_for(&self, subject: &str) -> Option<Arc<Stream>> {
+        self.streams()
+            .values()
+            .find(|s| {
+                s.lock()
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|f| crate::subject::matches(f, subject))
+            })
+            .cloned()
+    }
+
+    /// The stream whose subjects match `subject` (the core routes such publishes here).
+    pub fn stream_for_subject(&self, subject: &str) -> Option<String> {
+        self.stream_for(subject).map(|s| s.name.clone())
+    }
+
+    /// Every stream's subjects (changes after create/update/delete), for the core to
+    /// subscribe to.
+    pub fn subjects(&self) -> Vec<String> {
+        self.streams()
+            .values()
+            .flat_map(|s| s.lock().config.subjects.clone())
+            .collect()
+    }
+
+    /// Names of all streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams().keys().cloned().collect()
+    }
+
+    /// Whether `name` has `no_ack` set (the core then sends no reply to publishes).
+    pub fn no_ack(&self, name: &str) -> bool {
+        self.stream(name).is_some_and(|s| s.lock().config.no_ack)
+    }
+
+    /// Bytes stored per storage type: (memory, file).
+    fn usage(&self) -> (u64, u64) {
+        let mut mem = 0;
+        let mut file = 0;
+        for s in self.streams().values() {
+            let b = s.store.state().bytes;
+            match s.storage {
+                StorageType::Memory => mem += b,
+                StorageType::File => file += b,
+            }
+        }
+        (mem, file)
+    }
+
+    /// [`Self::usage`] for the account-limit check on publish: recomputed at most every
+    /// [`USAGE_REFRESH`], plus the bytes admitted since (so a burst cannot overshoot).
+    fn usage_for_publish(&self, storage: StorageType, add: u64) -> u64 {
+        let mut c = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH) {
+            let (mem, file) = self.usage();
+            *c = UsageCache {
+                at: Some(Instant::now()),
+                mem,
+                file,
+            };
+        }
+        let v = match storage {
+            StorageType::Memory => &mut c.mem,
+            StorageType::File => &mut c.file,
+        };
+        let used = *v;
+        *v += add;
+        used
+    }
+
+    /// A message published to a stream subject. Completes with the PubAck JSON once the message
+    /// is durable, or with a JetStream error JSON. `headers` is the raw `NATS/1.0` block.
+    pub fn publish(&self, subject: &str, headers: Option<&[u8]>, payload: &[u8]) -> PubAckFuture {
+        self.publish_bytes(
+            subject,
+            headers.map(Bytes::copy_from_slice),
+            Bytes::copy_from_slice(payload),
+        )
+    }
+
+    /// [`JetStream::publish`] without copying the message.
+    pub fn publish_bytes(
+        &self,
+        subject: &str,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) -> PubAckFuture {
+        let Some(stream) = self.stream_for(subject) else {
+            return ready(pub_err("", &ApiError::stream_not_found()));
+        };
+        let headers = headers.unwrap_or_default();
+        let size = msg_size(subject, &headers, &payload);
+        let storage = stream.storage;
+        let limit = match storage {
+            StorageType::Memory => self.inner.cfg.max_memory,
+            StorageType::File => self.inner.cfg.max_file,
+        };
+        let over =
+            |size: u64| limit >= 0 && self.usage_for_publish(storage, size) + size > limit as u64;
+        let msg_id = util::header(&headers, "Nats-Msg-Id")
+            .filter(|i| !i.is_empty())
+            .map(str::to_string);
+        match stream.admit(subject, headers, payload, over) {
+            Admit::Reject(e) => ready(pub_err(&stream.name, &e)),
+            Admit::Duplicate { seq, wait } => {
+                let name = stream.name.clone();
+                Box::pin(async move {
+                    if let Some(w) = wait {
+                        if let Err(e) = w.await {
+                            return pub_err(&name, &e.into());
+                        }
+                    }
+                    pub_ack(&name, seq, true)
+                })
+            }
+            Admit::Stored { append, rollup } => {
+                let subject = subject.to_string();
+                Box::pin(async move {
+                    let seq = append.seq();
+                    let r = append.await;
+                    stream.settle(&subject, seq, size, msg_id.as_deref(), r.is_ok());
+                    if let Err(e) = r {
+                        return pub_err(&stream.name, &e.into());
+                    }
+                    if let Some(sub) = rollup {
+                        let req = PurgeRequest {
+                            filter: sub.then(|| subject.clone()),
+                            up_to_seq: Some(seq),
+                            keep: None,
+                        };
+                        if let Err(e) = stream.store.purge(req).await {
+                            return pub_err(&stream.name, &e.into());
+                        }
+                    }
+                    pub_ack(&stream.name, seq, false)
+                })
+            }
+        }
+    }
+
+    /// A request to `$JS.API.<...>`. Completes with the reply once any store operation it
+    /// started (purge, delete, limits) is durable. Metadata changes (create, update, delete)
+    /// are written and fsynced synchronously inside this call.
+    pub fn api(&self, subject: &str, payload: &[u8]) -> ApiFuture {
+        let Some(rest) = subject.strip_prefix("$JS.API.") else {
+            return ready(ApiReply::NoResponse);
+        };
+        let toks: Vec<&str> = rest.split('.').collect();
+        let fut: Pin<Box<dyn Future<Output = ApiReply> + Send>> = match toks.as_slice() {
+            ["INFO"] => ready(ApiReply::Json(self.account_info())),
+            ["STREAM", "CREATE", n] => self.create(n, payload),
+            ["STREAM", "UPDATE", n] => self.update(n, payload),
+            ["STREAM", "INFO", n] => ready(self.info(n, payload)),
+            ["STREAM", "DELETE", n] => ready(self.delete_stream(n, payload)),
+            ["STREAM", "NAMES"] => ready(self.names(payload)),
+            ["STREAM", "LIST"] => ready(self.list(payload)),
+            ["STREAM", "PURGE", n] => self.purge(n, payload),
+            ["STREAM", "MSG", "GET", n] => ready(self.msg_get(n, payload)),
+            ["STREAM", "MSG", "DELETE", n] => self.msg_delete(n, payload),
+            ["DIRECT", "GET", n] => return ready(self.direct_get(n, None, payload)),
+            ["DIRECT", "GET", n, ..] => {
+                let subj = toks[3..].join(".");
+                return ready(self.direct_get(n, Some(&subj), payload));
+            }
+            _ => return ready(ApiReply::NoResponse),
+        };
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let reply = fut.await;
+            inner.api_total.fetch_add(1, Ordering::Relaxed);
+            if let ApiReply::Json(b) = &reply {
+                if is_error(b) {
+                    inner.api_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            reply
+        })
+    }
+
+    fn info_of(&self, s: &Stream, subjects_filter: Option<&str>, cluster: bool) -> StreamInfo {
+        StreamInfo {
+            config: s.config(),
+            created: util::rfc3339(s.created),
+            state: s.state(subjects_filter),
+            cluster: self
+                .inner
+                .cfg
+                .server_name
+                .clone()
+                .filter(|_| cluster)
+                .map(|leader| ClusterInfo { leader }),
+            ts: util::rfc3339(now_nanos()),
+        }
+    }
+
+    fn account_info(&self) -> Vec<u8> {
+        let (mem, file) = self.usage();
+        let (mut rmem, mut rfile) = (0i64, 0i64);
+        let streams = self.streams();
+        for s in streams.values() {
+            let c = s.lock();
+            if c.config.max_bytes > 0 {
+                match c.config.storage {
+                    StorageType::Memory => rmem += c.config.max_bytes,
+                    StorageType::File => rfile += c.config.max_bytes,
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "memory": mem,
+            "storage": file,
+            "reserved_memory": rmem,
+            "reserved_storage": rfile,
+            "streams": streams.len(),
+            "consumers": 0,
+            "limits": {
+                "max_memory": -1,
+                "max_storage": -1,
+                "max_streams": -1,
+                "max_consumers": -1,
+                "max_ack_pending": -1,
+                "memory_max_stream_bytes": -1,
+                "storage_max_stream_bytes": -1,
+                "max_bytes_required": false,
+            },
+            "api": {
+                "level": 1,
+                "total": self.inner.api_total.load(Ordering::Relaxed),
+                "errors": self.inner.api_errors.load(Ordering::Relaxed),
+            },
+        });
+        resp("account_info_response", None, body)
+    }
+
+    /// Checks `cfg` (normalized) against other streams and the account's resources.
+    fn check_against_others(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+        let streams = self.streams();
+        let mut reserved = 0i64;
+        for (n, s) in streams.iter() {
+            if *n == cfg.name {
+                continue;
+            }
+            let c = s.lock();
+            if c.config
+                .subjects
+                .iter()
+                .any(|a| cfg.subjects.iter().any(|b| util::overlaps(a, b)))
+            {
+                return Err(ApiError::subjects_overlap());
+            }
+            if c.config.storage == cfg.storage && c.config.max_bytes > 0 {
+                reserved += c.config.max_bytes;
+            }
+        }
+        let limit = match cfg.storage {
+            StorageType::Memory => self.inner.cfg.max_memory,
+            StorageType::File => self.inner.cfg.max_file,
+        };
+        if limit >= 0 && cfg.max_bytes > 0 && reserved + cfg.max_bytes > limit {
+            return Err(match cfg.storage {
+                StorageType::Memory => ApiError::memory_resources_exceeded(),
+                StorageType::File => ApiError::storage_resources_exceeded(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_meta(&self, dir: &Path, cfg: &StreamConfig, created: i64) -> Result<(), ApiError> {
+        let meta = serde_json::to_vec_pretty(&Meta {
+            config: cfg.clone(),
+            created,
+        })
+        .expect("serializable");
+        create_dir_durable(dir)
+            .and_then(|_| write_durable(dir, META, &meta))
+            .map_err(|e| ApiError::from(crate::Error::from(e)))
+    }
+
+    fn create(&self, name: &str, payload: &[u8]) -> ApiFuture {
+        const T: &str = "stream_create_response";
+        let r = (|| {
+            let mut cfg = StreamConfig::parse(payload)?;
+            if cfg.name != name {
+                return Err(ApiError::name_mismatch());
+            }
+            cfg.normalize()?;
+            if cfg.sealed {
+                return Err(ApiError::invalid_config(
+                    "stream configuration for create can not be sealed",
+                ));
+            }
+            let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = self.stream(name) {
+                let cur = s.config();
+                let mut want = cfg.clone();
+                want.first_seq = cur.first_seq;
+                return if want == cur {
+                    Ok((s, None))
+                } else {
+                    Err(ApiError::name_in_use())
+                };
+            }
+            self.check_against_others(&cfg)?;
+            let dir = self.inner.dir.join(name);
+            let created = now_nanos();
+            self.write_meta(&dir, &cfg, created)?;
+            let first_seq = cfg.first_seq.filter(|&s| s > 1);
+            let stream = Stream::open(
+                cfg,
+                created,
+                dir.clone(),
+                self.inner.cfg.sync,
+                self.inner.cfg.block_size,
+            )
+            .map_err(|e| {
+                let _ = fs::remove_file(dir.join(META));
+                let _ = fs::remove_dir_all(&dir);
+                ApiError::from(e)
+            })?;
+            // `first_seq`: move the (empty) store's next sequence forward, durably.
+            let pending = first_seq.map(|fs| {
+                stream.store.purge(PurgeRequest {
+                    filter: None,
+                    up_to_seq: Some(fs),
+                    keep: None,
+                })
+            });
+            let stream = Arc::new(stream);
+            self.inner
+                .streams
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), stream.clone());
+            Ok((stream, pending))
+        })();
+        let (s, pending) = match r {
+            Ok(v) => v,
+            Err(e) => return ready(ApiReply::Json(err_json(T, &e))),
+        };
+        let js = self.clone();
+        Box::pin(async move {
+            if let Some(p) = pending {
+                if let Err(e) = p.await {
+                    return ApiReply::Json(err_json(T, &e.into()));
+                }
+            }
+            #[derive(Serialize)]
+            struct Created {
+                #[serde(flatten)]
+                info: StreamInfo,
+                did_create: bool,
+            }
+            ApiReply::Json(resp(
+                T,
+                None,
+                Created {
+                    info: js.info_of(&s, None, false),
+                    did_create: true,
+                },
+            ))
+        })
+    }
+
+    fn update(&self, name: &str, payload: &[u8]) -> ApiFuture {
+        const T: &str = "stream_update_response";
+        let r = (|| {
+            let mut cfg = StreamConfig::parse(payload)?;
+            if cfg.name != name {
+                return Err(ApiError::name_mismatch());
+            }
+            let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+            let s = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
+            cfg.normalize()?;
+            if cfg.sealed {
+                // As nats-server: sealing implies discard new, deny delete and deny purge.
+                cfg.discard = crate::config::Discard::New;
+                cfg.deny_delete = true;
+                cfg.deny_purge = true;
+            }
+            let cur = s.config();
+            cur.check_update(&cfg)?;
+            cfg.first_seq = cur.first_seq;
+            self.check_against_others(&cfg)?;
+            self.write_meta(&s.dir, &cfg, s.created)?;
+            let pending = s.set_config(cfg);
+            Ok((s, pending))
+        })();
+        match r {
+            Err(e) => ready(ApiReply::Json(err_json(T, &e))),
+            Ok((s, pending)) => {
+                let js = self.clone();
+                Box::pin(async move {
+                    if let Err(e) = pending.await {
+                        return ApiReply::Json(err_json(T, &e.into()));
+                    }
+                    ApiReply::Json(resp(T, None, js.info_of(&s, None, true)))
+                })
+            }
+        }
+    }
+
+    fn info(&self, name: &str, payload: &[u8]) -> ApiReply {
+        const T: &str = "stream_info_response";
+        let zero = Paged {
+            total: 0,
+            offset: 0,
+            limit: 0,
+            body: Empty {},
+        };
+        let req: InfoReq = match parse_req(payload) {
+            Ok(r) => r,
+            Err(e) => return ApiReply::Json(resp(T, Some(&e), zero)),
+        };
+        let Some(s) = self.stream(name) else {
+            return ApiReply::Json(resp(T, Some(&ApiError::stream_not_found()), zero));
+        };
+        let mut info = self.info_of(&s, req.subjects_filter.as_deref(), true);
+        if info.state.subjects.as_ref().is_some_and(|s| s.is_empty()) {
+            info.state.subjects = None;
+        }
+        let (total, limit) = match info.state.subjects.as_mut() {
+            None => (0, 0),
+            Some(subs) => {
+                const LIMIT: usize = 100_000;
+                let total = subs.len();
+                if req.offset > 0 || total > LIMIT {
+                    *subs = std::mem::take(subs)
+                        .into_iter()
+                        .skip(req.offset)
+                        .take(LIMIT)
+                        .collect();
+                }
+                (total, LIMIT)
+            }
+        };
+        ApiReply::Json(resp(
+            T,
+            None,
+            Paged {
+                total,
+                offset: req.offset,
+                limit,
+                body: info,
+            },
+        ))
+    }
+
+    fn delete_stream(&self, name: &str, payload: &[u8]) -> ApiReply {
+        const T: &str = "stream_delete_response";
+        if !payload.iter().all(|b| b.is_ascii_whitespace()) {
+            return ApiReply::Json(err_json(T, &ApiError::not_empty_request()));
+        }
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+        else {
+            return ApiReply::Json(err_json(T, &ApiError::stream_not_found()));
+        };
+        // Metadata first (durably), so a crash part-way never resurrects the stream.
+        let r = fs::remove_file(s.dir.join(META)).and_then(|_| sync_dir(&s.dir));
+        if let Err(e) = r {
+            if e.kind() != io::ErrorKind::NotFound {
+                let err = ApiError::from(crate::Error::from(e));
+                self.inner
+                    .streams
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), s);
+                return ApiReply::Json(err_json(T, &err));
+            }
+        }
+        let dir = s.dir.clone();
+        drop(s);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = sync_dir(&self.inner.dir);
+        ApiReply::Json(resp(T, None, serde_json::json!({"success": true})))
+    }
+
+    fn matching_names(&self, subject: Option<&str>) -> Vec<Arc<Stream>> {
+        self.streams()
+            .values()
+            .filter(|s| {
+                subject.is_none_or(|f| {
+                    s.lock()
+                        .config
+                        .subjects
+                        .iter()
+                        .any(|x| util::overlaps(x, f))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn names(&self, payload: &[u8]) -> ApiReply {
+        const T: &str = "stream_names_response";
+        let req: ListReq = match parse_req(payload) {
+            Ok(r) => r,
+            Err(e) => return ApiReply::Json(err_json(T, &e)),
+        };
+        const LIMIT: usize = 1024;
+        let all = self.matching_names(req.subject.as_deref().filter(|s| !s.is_empty()));
+        let names: Vec<String> = all
+            .iter()
+            .skip(req.offset)
+            .take(LIMIT)
+            .map(|s| s.name.clone())
+            .collect();
+        ApiReply::Json(resp(
+            T,
+            None,
+            Paged {
+                total: all.len(),
+                offset: req.offset,
+                limit: LIMIT,
+                // nats-server sends `null` for no streams (a nil Go slice).
+                body: serde_json::json!({ "streams": (!names.is_empty()).then_some(names) }),
+            },
+        ))
+    }
+
+    fn list(&self, payload: &[u8]) -> ApiReply {
+        const T: &str = "stream_list_response";
+        let req: ListReq = match parse_req(payload) {
+            Ok(r) => r,
+            Err(e) => return ApiReply::Json(err_json(T, &e)),
+        };
+        const LIMIT: usize = 256;
+        let all = self.matching_names(req.subject.as_deref().filter(|s| !s.is_empty()));
+        let infos: Vec<StreamInfo> = all
+            .iter()
+            .skip(req.offset)
+            .take(LIMIT)
+            .map(|s| self.info_of(s, None, false))
+            .collect();
+        #[derive(Serialize)]
+        struct L {
+            streams: Vec<StreamInfo>,
+        }
+        ApiReply::Json(resp(
+            T,
+            None,
+            Paged {
+                total: all.len(),
+                offset: req.offset,
+                limit: LIMIT,
+                body: L { streams: infos },
+            },
+        ))
+    }
+
+    fn purge(&self, name: &str, payload: &[u8]) -> ApiFuture {
+        const T: &str = "stream_purge_response";
+        let fail = |e: ApiError| {
+            ready(ApiReply::Json(resp(
+                T,
+                Some(&e),
+                serde_json::json!({"purged": 0}),
+            )))
+        };
+        let req: PurgeReq = match parse_req(payload) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let Some(s) = self.stream(name) else {
+            return fail(ApiError::stream_not_found());
+        };
+        let cfg = s.config();
+        if cfg.sealed {
+            return fail(ApiError::sealed());
+        }
+        if cfg.deny_purge {
+            return fail(ApiError::purge_not_permitted());
+        }
+        if req.seq.is_some() && req.keep.is_some() {
+            return fail(ApiError::bad_request());
+        }
+        if let Some(f) = req.filter.as_deref().filter(|f| !f.is_empty()) {
+            if !util::valid_filter(f) {
+                return fail(ApiError::bad_request());
+            }
+        }
+        let pending = s.store.purge(PurgeRequest {
+            filter: req.filter.filter(|f| !f.is_empty() && f != ">"),
+            up_to_seq: req.seq.filter(|&q| q > 0),
+            keep: req.keep.filter(|&k| k > 0),
+        });
+        Box::pin(async move {
+            ApiReply::Json(match pending.await {
+                Ok(n) => resp(T, None, serde_json::json!({"success": true, "purged": n})),
+                Err(e) => resp(
+                    T,
+                    Some(&ApiError::from(e)),
+                    serde_json::json!({"purged": 0}),
+                ),
+            })
+        })
+    }
+
+    fn lookup(&self, s: &Stream, req: &MsgGetReq) -> Result<Option<StoredMsg>, ApiError> {
+        let r = match (req.seq, &req.last_by_subj, &req.next_by_subj) {
+            (Some(q), None, None) if q > 0 => s.store.get(q),
+            (None, Some(subj), None) if !subj.is_empty() => s.store.last_for_subject(subj),
+            (q, None, Some(subj)) if !subj.is_empty() => {
+                s.store.get_next(q.unwrap_or(0).max(1), Some(subj))
+            }
+            _ => return Err(ApiError::bad_request()),
+        };
+        r.map_err(ApiError::from)
+    }
+
+    fn msg_get(&self, name: &str, payload: &[u8]) -> ApiReply {
+        const T: &str = "stream_msg_get_response";
+        let r = (|| {
+            let req: MsgGetReq = parse_req(payload)?;
+            let s = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
+            self.lookup(&s, &req)?
+                .ok_or_else(ApiError::no_message_found)
+        })();
+        ApiReply::Json(match r {
+            Err(e) => err_json(T, &e),
+            Ok(m) => {
+                #[derive(Serialize)]
+                struct Msg {
+                    subject: String,
+                    seq: u64,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    hdrs: Option<String>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    data: Option<String>,
+                    time: String,
+                }
+                #[derive(Serialize)]
+                struct B {
+                    message: Msg,
+                }
+                let enc = |b: &[u8]| (!b.is_empty()).then(|| util::base64(b));
+                resp(
+                    T,
+                    None,
+                    B {
+                        message: Msg {
+                            subject: m.subject,
+                            seq: m.seq,
+                            hdrs: enc(&m.headers),
+                            data: enc(&m.payload),
+                            time: util::rfc3339(m.timestamp),
+                        },
+                    },
+                )
+            }
+        })
+    }
+
+    fn msg_delete(&self, name: &str, payload: &[u8]) -> ApiFuture {
+        const T: &str = "stream_msg_delete_response";
+        let fail = |e: ApiError| ready(ApiReply::Json(err_json(T, &e)));
+        let req: MsgDeleteReq = match parse_req(payload) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let Some(s) = self.stream(name) else {
+            return fail(ApiError::stream_not_found());
+        };
+        let cfg = s.config();
+        if cfg.sealed {
+            return fail(ApiError::sealed());
+        }
+        if cfg.deny_delete {
+            return fail(ApiError::msg_delete_failed("message delete not permitted"));
+        }
+        if req.seq == 0 {
+            return fail(ApiError::bad_request());
+        }
+        let pending = s.store.delete(req.seq);
+        Box::pin(async move {
+            ApiReply::Json(match pending.await {
+                Ok(true) => resp(T, None, serde_json::json!({"success": true})),
+                Ok(false) => err_json(T, &ApiError::msg_delete_failed("no message found")),
+                Err(e) => err_json(T, &e.into()),
+            })
+        })
+    }
+
+    fn direct_get(&self, name: &str, last_by_subj: Option<&str>, payload: &[u8]) -> ApiReply {
+        let Some(s) = self.stream(name) else {
+            return ApiReply::NoResponse;
+        };
+        if !s.lock().config.allow_direct {
+            return ApiReply::NoResponse;
+        }
+        let status = |line: &str| ApiReply::Msg {
+            headers: format!("NATS/1.0 {line}\r\n\r\n").into_bytes(),
+            payload: Bytes::new(),
+        };
+        let empty = payload.iter().all(|b| b.is_ascii_whitespace());
+        let req = match last_by_subj {
+            Some(subj) => MsgGetReq {
+                last_by_subj: Some(subj.to_string()),
+                ..Default::default()
+            },
+            None if empty => return status("408 Empty Request"),
+            None => match serde_json::from_slice::<MsgGetReq>(payload) {
+                Ok(r) => r,
+                Err(_) => return status("408 Malformed Request"),
+            },
+        };
+        match self.lookup(&s, &req) {
+            Ok(Some(m)) => {
+                let mut h: Vec<u8> = if m.headers.len() >= 4 && m.headers.ends_with(b"\r\n\r\n") {
+                    m.headers[..m.headers.len() - 2].to_vec()
+                } else {
+                    b"NATS/1.0\r\n".to_vec()
+                };
+                h.extend_from_slice(
+                    format!(
+                        "Nats-Stream: {}\r\nNats-Subject: {}\r\nNats-Sequence: {}\r\nNats-Time-Stamp: {}\r\n\r\n",
+                        s.name,
+                        m.subject,
+                        m.seq,
+                        util::rfc3339(m.timestamp)
+                    )
+                    .as_bytes(),
+                );
+                ApiReply::Msg {
+                    headers: h,
+                    payload: m.payload,
+                }
+            }
+            Ok(None) => status("404 Message Not Found"),
+            Err(e) if e.code == 400 => status("408 Bad Request"),
+            Err(_) => status("500 Server Error"),
+        }
+    }
+}
+
+fn is_error(body: &[u8]) -> bool {
+    // Every error reply has `"error":{` right after the type.
+    body.windows(9).take(80).any(|w| w == b"\"error\":{")
+}
