@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::{all_output, is_natter, run_config, sync, within, Client, Msg, Server};
 use futures::StreamExt;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ACCOUNTS_CONF: &str = r#"
 accounts {
@@ -355,32 +355,6 @@ async fn service_import_request_with_async_nats() {
     assert!(reply.starts_with("_R_."), "{reply}");
 }
 
-/// The monitoring address (`host:port`) from the ports file of a server started with `-m -1`.
-fn monitor_addr(server: &Server) -> String {
-    let suffix = format!("_{}.ports", server.pid());
-    let deadline = Instant::now() + common::TIMEOUT;
-    loop {
-        let found = std::fs::read_dir(server.dir())
-            .expect("server dir")
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-            .find_map(|e| {
-                let json: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-                let url = json["monitoring"][0].as_str()?;
-                Some(url.strip_prefix("http://")?.to_string())
-            });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no monitoring URL in the ports file"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `GET path` over HTTP/1.0 from the monitoring port, as JSON.
 fn monitor_json(addr: &str, path: &str) -> serde_json::Value {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to monitoring port");
@@ -432,7 +406,7 @@ accounts {
         ),
         &["-m", "-1"],
     );
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let mut b = server.client();
     b.send(
         b"CONNECT {\"user\":\"b\",\"pass\":\"b\",\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\n\

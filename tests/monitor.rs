@@ -20,32 +20,6 @@ fn monitored() -> Server {
     Server::start_with(None, &["-m", "-1"])
 }
 
-/// The monitoring address (`host:port`) from the server's ports file.
-fn monitor_addr(server: &Server) -> String {
-    let suffix = format!("_{}.ports", server.pid());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = std::fs::read_dir(server.dir())
-            .expect("server dir")
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-            .find_map(|e| {
-                let json: Value =
-                    serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-                let url = json["monitoring"][0].as_str()?;
-                Some(url.strip_prefix("http://")?.to_string())
-            });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no monitoring URL in the ports file"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One HTTP response.
 struct Response {
     status: u16,
@@ -129,7 +103,7 @@ fn assert_rfc3339(s: &Value) {
 #[test]
 fn ports_file_and_log_announce_the_monitor() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert!(
         server
@@ -143,7 +117,7 @@ fn ports_file_and_log_announce_the_monitor() {
 #[test]
 fn healthz_is_ok() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     for path in ["/healthz", "/healthz?js-enabled-only=true"] {
         let r = get(&addr, path);
         assert_eq!(r.status, 200, "{path}");
@@ -154,7 +128,7 @@ fn healthz_is_ok() {
 #[test]
 fn varz_shows_configuration_and_counts_traffic() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let r = get(&addr, "/varz");
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     let before = r.json();
@@ -224,7 +198,7 @@ fn varz_shows_configuration_and_counts_traffic() {
 #[test]
 fn connz_lists_connections_with_their_subscriptions() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let mut sub = named_client(&server, "alpha", "SUB foo 1\r\nSUB bar q 2\r\n");
     let mut publisher = server.quiet_client();
     publisher.send(b"PUB foo 2\r\nhi\r\nPUB foo 2\r\nhi\r\n");
@@ -294,7 +268,7 @@ fn connz_lists_connections_with_their_subscriptions() {
 #[test]
 fn connz_pages_sorts_and_picks_one() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let mut sub = named_client(&server, "sub", "SUB foo 1\r\nSUB foo.> 2\r\n");
     let mut publisher = named_client(&server, "pub", "");
     let _idle = named_client(&server, "idle", "");
@@ -346,7 +320,7 @@ fn connz_pages_sorts_and_picks_one() {
 #[test]
 fn bad_requests_and_unknown_paths_are_refused() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let r = get(&addr, "/connz?sort=bogus");
     assert_eq!(r.status, 400);
     assert_eq!(r.body, "invalid sorting option: bogus");
@@ -370,7 +344,7 @@ fn bad_requests_and_unknown_paths_are_refused() {
 #[test]
 fn subsz_counts_and_lists_subscriptions() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let before = get_json(&addr, "/subsz");
     for key in [
         "server_id",
@@ -428,7 +402,7 @@ fn subsz_counts_and_lists_subscriptions() {
 #[test]
 fn routez_has_no_routes() {
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let routez = get_json(&addr, "/routez");
     assert_eq!(u64_of(&routez, "num_routes"), 0);
     assert_eq!(routez["routes"], serde_json::json!([]));
@@ -439,7 +413,7 @@ fn routez_has_no_routes() {
 fn connz_reports_the_round_trip_of_the_early_ping() {
     // Both servers PING a new client within about 2 s; the answer gives /connz its rtt.
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     let mut c = named_client(&server, "rtt-probe", "");
     c.expect_within(b"PING\r\n", Duration::from_secs(4));
     c.send(b"PONG\r\n");
@@ -573,7 +547,7 @@ fn metrics_serve_the_exporters_names_in_the_prometheus_text_format() {
         return;
     }
     let server = monitored();
-    let addr = monitor_addr(&server);
+    let addr = server.monitor_addr();
     assert!(get(&addr, "/").body.contains("/metrics"));
     let before = scrape(&addr, "/metrics");
     for name in [

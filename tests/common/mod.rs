@@ -113,6 +113,32 @@ impl Server {
         }
     }
 
+    /// The monitoring address (`host:port`) from the server's ports file.
+    pub fn monitor_addr(&self) -> String {
+        let suffix = format!("_{}.ports", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = std::fs::read_dir(self.dir())
+                .expect("server dir")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+                .find_map(|e| {
+                    let json: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                    let url = json["monitoring"][0].as_str()?;
+                    Some(url.strip_prefix("http://")?.to_string())
+                });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no monitoring URL in the ports file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
