@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod jetstream;
 pub mod log;
 pub mod monitor;
 pub mod outbound;

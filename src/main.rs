@@ -95,10 +95,6 @@ fn start_logging(options: &Options) -> Result<Config, String> {
     for flag in &options.reserved {
         warn!("Flag {flag} is not supported yet, ignoring it");
     }
-    if config.jetstream.is_some() {
-        // The configuration parses; the streams module is not wired into the server yet.
-        warn!("JetStream is not supported by natter yet; running without it");
-    }
     Ok(config)
 }
 

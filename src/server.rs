@@ -61,6 +61,8 @@ pub struct ServerState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// System events (connects, disconnects, authentication failures).
     pub events: crate::events::Events,
+    /// JetStream, when enabled (set once, as the server binds).
+    pub jetstream: std::sync::OnceLock<Arc<crate::jetstream::Bridge>>,
     /// Open connections by id.
     pub clients: DashMap<u64, Arc<Client>>,
     /// When the server started.
@@ -119,6 +121,8 @@ struct Info<'a> {
     nonce: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     ldm: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    jetstream: bool,
     natter_version: &'a str,
 }
 
@@ -177,6 +181,7 @@ impl ServerState {
             id,
             port,
             config,
+            jetstream: std::sync::OnceLock::new(),
             clients: DashMap::new(),
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -217,6 +222,7 @@ impl ServerState {
             tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
             nonce,
             ldm: self.lame_duck.load(Ordering::Relaxed),
+            jetstream: self.config.jetstream.is_some(),
             natter_version: VERSION,
         };
         serde_json::to_vec(&info).expect("INFO serializes")
@@ -345,6 +351,10 @@ impl Server {
         if let Some(file) = &state.config.config_file {
             info!("Using configuration file: {}", file.display());
         }
+        if let Some(js) = &state.config.jetstream {
+            let bridge = crate::jetstream::Bridge::start(&state, js)?;
+            let _ = state.jetstream.set(bridge);
+        }
         if let Some(pid_file) = &state.config.pid_file {
             std::fs::write(pid_file, std::process::id().to_string())?;
         }
@@ -436,6 +446,9 @@ impl Server {
             task.abort();
         }
         sweeper.abort();
+        if let Some(js) = state.jetstream.get() {
+            js.close();
+        }
         info!("Server Exiting..");
         Ok(())
     }

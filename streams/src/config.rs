@@ -207,7 +207,7 @@ impl StreamConfig {
         if payload.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(StreamConfig::default());
         }
-        serde_json::from_slice(payload).map_err(ApiError::invalid_json)
+        util::from_json(payload).map_err(ApiError::invalid_json)
     }
 
     /// Applies nats-server's defaults (0 means unlimited / default) and validates the config on

@@ -100,6 +100,17 @@ impl ApiReply {
     }
 }
 
+/// One subject of one stream (see [`JetStream::routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The stream's name.
+    pub stream: String,
+    /// One of its subjects (may hold wildcards).
+    pub subject: String,
+    /// The stream's `no_ack`: publishes get no PubAck.
+    pub no_ack: bool,
+}
+
 /// Completes with the PubAck (or JetStream error) JSON once the message is durable.
 pub type PubAckFuture = Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'static>>;
 /// Completes with the API reply (after any store operation it started is durable).
@@ -231,11 +242,11 @@ fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
     }
 }
 
-fn parse_req<'a, T: Deserialize<'a> + Default>(payload: &'a [u8]) -> Result<T, ApiError> {
+fn parse_req<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result<T, ApiError> {
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(payload).map_err(ApiError::invalid_json)
+    util::from_json(payload).map_err(ApiError::invalid_json)
 }
 
 #[derive(Deserialize, Default)]
@@ -372,6 +383,38 @@ impl JetStream {
             .values()
             .flat_map(|s| s.lock().config.subjects.clone())
             .collect()
+    }
+
+    /// Every stream subject with the stream it belongs to and whether that stream sends no
+    /// acks (`no_ack`): what the core subscribes to on the streams' behalf. Changes after
+    /// create, update and delete.
+    pub fn routes(&self) -> Vec<Route> {
+        self.streams()
+            .values()
+            .flat_map(|s| {
+                let m = s.lock();
+                let no_ack = m.config.no_ack;
+                m.config
+                    .subjects
+                    .iter()
+                    .map(|subject| Route {
+                        stream: s.name.clone(),
+                        subject: subject.clone(),
+                        no_ack,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Syncs and closes every stream's store (a clean shutdown: with an interval sync policy,
+    /// what was acknowledged but not yet synced reaches the disk now).
+    pub fn close(&self) {
+        for s in self.streams().values() {
+            if let Err(e) = s.store.close() {
+                tracing::error!(stream = %s.name, error = %e, "closing stream store");
+            }
+        }
     }
 
     /// Names of all streams, sorted.
@@ -1055,7 +1098,7 @@ impl JetStream {
                 ..Default::default()
             },
             None if empty => return status("408 Empty Request"),
-            None => match serde_json::from_slice::<MsgGetReq>(payload) {
+            None => match util::from_json::<MsgGetReq>(payload) {
                 Ok(r) => r,
                 Err(_) => return status("408 Malformed Request"),
             },

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 pub use config::{StreamConfig, StreamInfo, StreamState};
 pub use errors::ApiError;
-pub use jetstream::{ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture};
+pub use jetstream::{ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture, Route};
 pub use memory::MemoryStore;
 pub use store::{FileStore, FileStoreConfig};
 

@@ -60,6 +60,9 @@ impl Store {
     pub(crate) fn sync(&self) -> Pending<()> {
         delegate!(self, s => s.sync())
     }
+    pub(crate) fn close(&self) -> Result<()> {
+        delegate!(self, s => s.close())
+    }
     pub(crate) fn state(&self) -> StoreState {
         delegate!(self, s => s.state())
     }

@@ -1,0 +1,350 @@
+//! The seam between the core and the streams crate: JetStream runs as an internal subscriber.
+//!
+//! When JetStream is enabled, the [`Bridge`] subscribes (with internal sinks, see
+//! [`crate::account::Sink`]) to `$JS.API.>` and to every stream subject in the global account.
+//! A matching publish is copied into a bounded queue and the publisher's task moves on: one
+//! dedicated thread takes jobs in arrival order (so one connection's publishes are stored in
+//! the order sent) and hands them to [`natter_streams::JetStream`], whose store writer thread
+//! does the disk work. The acknowledgement (PubAck or API reply) is awaited on the runtime and
+//! routed back like any message. Nothing on the routing path waits for a disk.
+//!
+//! The stream subscriptions follow the streams: after a create, update or delete, they are
+//! brought in line before the reply goes out, so a client that sees its stream created can
+//! publish to it at once.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use natter_streams::{ApiReply, JetStream, JsConfig, Route, SyncPolicy};
+use tracing::{info, warn};
+
+use crate::account::{Account, Sink};
+use crate::config::jetstream::{JetStreamConfig, Sync};
+use crate::proto::encode::Message;
+use crate::server::ServerState;
+use crate::subscription::Subscription;
+
+/// Jobs waiting for the JetStream thread; past this, publishes are dropped (with a warning)
+/// rather than letting a flood grow memory without bound.
+const QUEUE_JOBS: usize = 65_536;
+/// Bytes of payload waiting for the JetStream thread, at most (as for [`QUEUE_JOBS`]).
+const QUEUE_BYTES: u64 = 256 << 20;
+
+/// `NATS/1.0 503` with no body: what a requester gets when nothing answers.
+const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
+
+/// JetStream, plugged into the core.
+pub struct Bridge {
+    js: JetStream,
+    account: Arc<Account>,
+    server: Weak<ServerState>,
+    jobs: SyncSender<Job>,
+    queued_bytes: AtomicU64,
+    /// The stream subjects in the order their subscriptions take precedence (see
+    /// [`StreamInbox`]).
+    routes: RwLock<Vec<Route>>,
+    /// The live stream subscriptions, one per route; replaced as a whole under this lock.
+    subs: Mutex<Vec<Arc<Subscription>>>,
+    /// Whether a full-queue warning was logged since the queue last drained.
+    warned_full: AtomicBool,
+    store_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("store_dir", &self.store_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One message for the JetStream thread.
+struct Job {
+    subject: String,
+    reply: Option<Bytes>,
+    /// The `NATS/1.0` header block, if the message had one.
+    headers: Option<Bytes>,
+    payload: Bytes,
+    /// Set for stream publishes whose stream sends no acks.
+    no_ack: bool,
+}
+
+/// The settings the streams crate runs with, from the server's `jetstream` configuration.
+/// Data goes in `<store_dir>/jetstream`, as nats-server lays it out.
+pub fn js_config(config: &JetStreamConfig, server_name: &str) -> JsConfig {
+    JsConfig {
+        store_dir: config.store_dir.join("jetstream"),
+        max_memory: config.max_memory.unwrap_or(-1),
+        max_file: config.max_file.unwrap_or(-1),
+        sync: match config.sync {
+            Sync::Always => SyncPolicy::Always,
+            Sync::Interval(every) => SyncPolicy::Interval(every),
+        },
+        server_name: Some(server_name.to_string()),
+        ..JsConfig::default()
+    }
+}
+
+impl Bridge {
+    /// Opens the store (recovering what a crash left) and plugs JetStream into the global
+    /// account of `server`.
+    pub fn start(
+        server: &Arc<ServerState>,
+        config: &JetStreamConfig,
+    ) -> std::io::Result<Arc<Bridge>> {
+        let cfg = js_config(config, &server.name);
+        let store_dir = cfg.store_dir.clone();
+        let limit = |v: i64| {
+            if v < 0 {
+                "unlimited".to_string()
+            } else {
+                format!("{v} bytes")
+            }
+        };
+        info!("Starting JetStream");
+        info!("  Store Directory: \"{}\"", store_dir.display());
+        info!("  Max Memory:      {}", limit(cfg.max_memory));
+        info!("  Max Storage:     {}", limit(cfg.max_file));
+        match cfg.sync {
+            SyncPolicy::Always => info!("  Sync:            always (acknowledged after fsync)"),
+            SyncPolicy::Interval(every) => warn!(
+                "  Sync:            every {every:?}: acknowledged before fsync, a power cut can lose up to one interval of acknowledged messages"
+            ),
+        }
+        if config.store_dir == crate::config::jetstream::default_store_dir() {
+            warn!("Temporary storage directory used, data could be lost on system reboot");
+        }
+        let js =
+            JetStream::open(cfg).map_err(|e| std::io::Error::other(format!("JetStream: {e}")))?;
+        let names = js.stream_names();
+        if !names.is_empty() {
+            info!(
+                "  Recovered {} stream(s): {}",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        let (jobs, rx) = sync_channel(QUEUE_JOBS);
+        let bridge = Arc::new(Bridge {
+            js,
+            account: server.accounts.global().clone(),
+            server: Arc::downgrade(server),
+            jobs,
+            queued_bytes: AtomicU64::new(0),
+            routes: RwLock::new(Vec::new()),
+            subs: Mutex::new(Vec::new()),
+            warned_full: AtomicBool::new(false),
+            store_dir,
+        });
+        let runtime = tokio::runtime::Handle::current();
+        let worker = bridge.clone();
+        std::thread::Builder::new()
+            .name("natter-jetstream".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    worker.run(job, &runtime);
+                }
+            })?;
+        let api: Arc<dyn Sink> = Arc::new(ApiInbox(Arc::downgrade(&bridge)));
+        // Kept for the server's lifetime: the API is there as long as JetStream is.
+        let _ = bridge.account.subscribe_internal(b"$JS.API.>", api);
+        bridge.resync();
+        info!("JetStream ready");
+        Ok(bridge)
+    }
+
+    /// The streams, for monitoring.
+    pub fn streams(&self) -> &JetStream {
+        &self.js
+    }
+
+    /// Syncs and closes every stream (clean shutdown).
+    pub fn close(&self) {
+        self.js.close();
+    }
+
+    /// Queues a message for the JetStream thread; never blocks the publisher.
+    fn submit(
+        &self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: usize,
+        payload: &[u8],
+        no_ack: bool,
+    ) {
+        let size = (subject.len() + payload.len()) as u64;
+        if self.queued_bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.full(subject);
+            return;
+        }
+        let all = Bytes::copy_from_slice(payload);
+        let job = Job {
+            subject: String::from_utf8_lossy(subject).into_owned(),
+            reply: reply.map(Bytes::copy_from_slice),
+            headers: (header_len > 0).then(|| all.slice(..header_len)),
+            payload: all.slice(header_len..),
+            no_ack,
+        };
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                self.full(subject);
+            }
+        }
+    }
+
+    /// A publish could not be queued: at-most-once, as core NATS; the publisher's request
+    /// times out and it may retry. Logged once per backlog.
+    fn full(&self, subject: &[u8]) {
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            warn!(
+                "JetStream is falling behind: queue full, dropping messages (first on \"{}\")",
+                String::from_utf8_lossy(subject)
+            );
+        }
+    }
+
+    /// On the JetStream thread: starts the job's store work and leaves the wait for its
+    /// completion (the fsync) to a task.
+    fn run(self: &Arc<Self>, job: Job, runtime: &tokio::runtime::Handle) {
+        let size = (job.subject.len()
+            + job.payload.len()
+            + job.headers.as_ref().map_or(0, Bytes::len)) as u64;
+        if self.queued_bytes.fetch_sub(size, Ordering::Relaxed) <= size {
+            self.warned_full.store(false, Ordering::Relaxed);
+        }
+        if let Some(api) = job.subject.strip_prefix("$JS.API.") {
+            let changes_streams = api.starts_with("STREAM.CREATE.")
+                || api.starts_with("STREAM.UPDATE.")
+                || api.starts_with("STREAM.DELETE.");
+            let reply = self.js.api(&job.subject, &job.payload);
+            let bridge = self.clone();
+            runtime.spawn(async move {
+                let reply_body = reply.await;
+                if changes_streams {
+                    bridge.resync();
+                }
+                if let Some(to) = job.reply {
+                    bridge.respond(&to, reply_body);
+                }
+            });
+        } else {
+            let ack = self
+                .js
+                .publish_bytes(&job.subject, job.headers, job.payload);
+            let to = job.reply.filter(|_| !job.no_ack);
+            let bridge = self.clone();
+            // Awaited even when nobody wants the ack: completing it settles the stream's
+            // in-flight accounting.
+            runtime.spawn(async move {
+                let ack = ack.await;
+                if let Some(to) = to {
+                    bridge.send(&to, 0, &ack);
+                }
+            });
+        }
+    }
+
+    fn respond(&self, to: &[u8], reply: ApiReply) {
+        match reply {
+            ApiReply::Json(body) => self.send(to, 0, &body),
+            ApiReply::Msg { headers, payload } => {
+                let mut all = headers;
+                let header_len = all.len();
+                all.extend_from_slice(&payload);
+                self.send(to, header_len, &all);
+            }
+            ApiReply::NoResponse => self.send(to, NO_RESPONDERS.len(), NO_RESPONDERS),
+        }
+    }
+
+    fn send(&self, to: &[u8], header_len: usize, payload: &[u8]) {
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        crate::client::publish_message(
+            &server,
+            &self.account,
+            &Message {
+                subject: to,
+                reply: None,
+                header_len,
+                payload,
+            },
+        );
+    }
+
+    /// Brings the stream subscriptions in line with the streams: new ones first, then the
+    /// route table, then the old ones out, so a subject in both is never without a
+    /// subscriber (a message matched twice meanwhile is taken once, see [`StreamInbox`]).
+    fn resync(self: &Arc<Self>) {
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        let routes = self.js.routes();
+        if *self.routes.read().unwrap_or_else(|e| e.into_inner()) == routes {
+            return;
+        }
+        let fresh: Vec<_> = routes
+            .iter()
+            .map(|r| {
+                let inbox: Arc<dyn Sink> = Arc::new(StreamInbox {
+                    bridge: Arc::downgrade(self),
+                    route: r.clone(),
+                });
+                self.account.subscribe_internal(r.subject.as_bytes(), inbox)
+            })
+            .collect();
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+        for old in std::mem::replace(&mut *subs, fresh) {
+            self.account.remove(&old);
+        }
+    }
+
+    /// Whether `route` is the first route matching `subject`: a subject can match several
+    /// subjects of one stream (`a.*` and `a.>`), and must be stored once.
+    fn takes(&self, route: &Route, subject: &[u8]) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        if routes.len() == 1 {
+            return routes[0] == *route;
+        }
+        routes
+            .iter()
+            .find(|r| crate::subject::matches(r.subject.as_bytes(), subject))
+            .is_some_and(|r| r == route)
+    }
+}
+
+/// Receives `$JS.API.>` requests.
+#[derive(Debug)]
+struct ApiInbox(Weak<Bridge>);
+
+impl Sink for ApiInbox {
+    fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]) {
+        if let Some(bridge) = self.0.upgrade() {
+            // The API reads the request body; headers on a request carry nothing it uses.
+            bridge.submit(subject, reply, 0, &payload[header_len..], false);
+        }
+    }
+}
+
+/// Receives publishes to one stream subject.
+#[derive(Debug)]
+struct StreamInbox {
+    bridge: Weak<Bridge>,
+    route: Route,
+}
+
+impl Sink for StreamInbox {
+    fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]) {
+        let Some(bridge) = self.bridge.upgrade() else {
+            return;
+        };
+        if bridge.takes(&self.route, subject) {
+            bridge.submit(subject, reply, header_len, payload, self.route.no_ack);
+        }
+    }
+}
