@@ -133,6 +133,24 @@ pub fn is_subset(inner: &str, outer: &str) -> bool {
     }
 }
 
+/// Parses a JSON request as nats-server (Go) does in one respect serde does not: a `null`
+/// field is the same as an absent one (clients send `"consumer_limits": null` and the like).
+pub fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(payload)?;
+    strip(&mut value);
+    serde_json::from_value(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,22 +195,4 @@ mod tests {
         assert!(valid_filter("a.*.>") && !valid_filter("a.>.b") && !valid_filter("a..b"));
         assert!(!valid_filter("h4 x") && !valid_literal("a.*"));
     }
-}
-
-/// Parses a JSON request as nats-server (Go) does in one respect serde does not: a `null`
-/// field is the same as an absent one (clients send `"consumer_limits": null` and the like).
-pub fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                map.retain(|_, v| !v.is_null());
-                map.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(payload)?;
-    strip(&mut value);
-    serde_json::from_value(value)
 }
