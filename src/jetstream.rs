@@ -8,6 +8,10 @@
 //! does the disk work. The acknowledgement (PubAck or API reply) is awaited on the runtime and
 //! routed back like any message. Nothing on the routing path waits for a disk.
 //!
+//! Which accounts have JetStream follows nats-server: without configured accounts, the global
+//! one; with them, each account that says `jetstream: enabled`. Every other account gets an
+//! answer to its API requests all the same: "JetStream not enabled for account".
+//!
 //! The stream subscriptions follow the streams: after a create, update or delete, they are
 //! brought in line before the reply goes out, so a client that sees its stream created can
 //! publish to it at once.
@@ -74,8 +78,9 @@ struct Job {
 
 /// The settings the streams crate runs with, from the server's `jetstream` configuration.
 /// Data goes in `<store_dir>/jetstream`, as nats-server lays it out.
-pub fn js_config(config: &JetStreamConfig, server_name: &str) -> JsConfig {
+pub fn js_config(config: &JetStreamConfig, server_name: &str, account: &str) -> JsConfig {
     JsConfig {
+        account: account.to_string(),
         store_dir: config.store_dir.join("jetstream"),
         max_memory: config.max_memory.unwrap_or(-1),
         max_file: config.max_file.unwrap_or(-1),
@@ -88,35 +93,73 @@ pub fn js_config(config: &JetStreamConfig, server_name: &str) -> JsConfig {
     }
 }
 
+/// Starts JetStream for every account that has it (see the module docs) and answers the
+/// others' API requests with the not-enabled error. Fails if a store cannot be opened.
+pub fn start(
+    server: &Arc<ServerState>,
+    config: &JetStreamConfig,
+) -> std::io::Result<Vec<Arc<Bridge>>> {
+    let configured = &server.config.security.accounts;
+    let enabled: Vec<&str> = if configured.is_empty() {
+        vec![server.accounts.global().name.as_str()]
+    } else {
+        configured
+            .iter()
+            .filter(|a| a.jetstream)
+            .map(|a| a.name.as_str())
+            .collect()
+    };
+    log_settings(config, &js_config(config, &server.name, ""));
+    let mut bridges = Vec::new();
+    for account in server.accounts.iter() {
+        if enabled.contains(&account.name.as_str()) {
+            bridges.push(Bridge::start(server, config, account)?);
+        } else {
+            let _ = account.subscribe_internal(
+                b"$JS.API.>",
+                Arc::new(Disabled {
+                    server: Arc::downgrade(server),
+                    account: Arc::downgrade(account),
+                }),
+            );
+        }
+    }
+    info!("JetStream ready");
+    Ok(bridges)
+}
+
+fn log_settings(config: &JetStreamConfig, cfg: &JsConfig) {
+    let limit = |v: i64| {
+        if v < 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{v} bytes")
+        }
+    };
+    info!("Starting JetStream");
+    info!("  Store Directory: \"{}\"", cfg.store_dir.display());
+    info!("  Max Memory:      {}", limit(cfg.max_memory));
+    info!("  Max Storage:     {}", limit(cfg.max_file));
+    match cfg.sync {
+        SyncPolicy::Always => info!("  Sync:            always (acknowledged after fsync)"),
+        SyncPolicy::Interval(every) => warn!(
+            "  Sync:            every {every:?}: acknowledged before fsync, a power cut can lose up to one interval of acknowledged messages"
+        ),
+    }
+    if config.store_dir == crate::config::jetstream::default_store_dir() {
+        warn!("Temporary storage directory used, data could be lost on system reboot");
+    }
+}
+
 impl Bridge {
-    /// Opens the store (recovering what a crash left) and plugs JetStream into the global
-    /// account of `server`.
-    pub fn start(
+    /// Opens `account`'s streams (recovering what a crash left) and plugs them in.
+    fn start(
         server: &Arc<ServerState>,
         config: &JetStreamConfig,
+        account: &Arc<Account>,
     ) -> std::io::Result<Arc<Bridge>> {
-        let cfg = js_config(config, &server.name);
+        let cfg = js_config(config, &server.name, &account.name);
         let store_dir = cfg.store_dir.clone();
-        let limit = |v: i64| {
-            if v < 0 {
-                "unlimited".to_string()
-            } else {
-                format!("{v} bytes")
-            }
-        };
-        info!("Starting JetStream");
-        info!("  Store Directory: \"{}\"", store_dir.display());
-        info!("  Max Memory:      {}", limit(cfg.max_memory));
-        info!("  Max Storage:     {}", limit(cfg.max_file));
-        match cfg.sync {
-            SyncPolicy::Always => info!("  Sync:            always (acknowledged after fsync)"),
-            SyncPolicy::Interval(every) => warn!(
-                "  Sync:            every {every:?}: acknowledged before fsync, a power cut can lose up to one interval of acknowledged messages"
-            ),
-        }
-        if config.store_dir == crate::config::jetstream::default_store_dir() {
-            warn!("Temporary storage directory used, data could be lost on system reboot");
-        }
         let js =
             JetStream::open(cfg).map_err(|e| std::io::Error::other(format!("JetStream: {e}")))?;
         let names = js.stream_names();
@@ -130,7 +173,7 @@ impl Bridge {
         let (jobs, rx) = sync_channel(QUEUE_JOBS);
         let bridge = Arc::new(Bridge {
             js,
-            account: server.accounts.global().clone(),
+            account: account.clone(),
             server: Arc::downgrade(server),
             jobs,
             queued_bytes: AtomicU64::new(0),
@@ -152,8 +195,12 @@ impl Bridge {
         // Kept for the server's lifetime: the API is there as long as JetStream is.
         let _ = bridge.account.subscribe_internal(b"$JS.API.>", api);
         bridge.resync();
-        info!("JetStream ready");
         Ok(bridge)
+    }
+
+    /// The account these streams belong to.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
     }
 
     /// The streams, for monitoring.
@@ -347,4 +394,55 @@ impl Sink for StreamInbox {
             bridge.submit(subject, reply, header_len, payload, self.route.no_ack);
         }
     }
+}
+
+/// Answers `$JS.API` requests in an account without JetStream, as nats-server does.
+#[derive(Debug)]
+struct Disabled {
+    server: Weak<ServerState>,
+    account: Weak<Account>,
+}
+
+impl Sink for Disabled {
+    fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, _: usize, _: &[u8]) {
+        let (Some(reply), Some(server), Some(account)) =
+            (reply, self.server.upgrade(), self.account.upgrade())
+        else {
+            return;
+        };
+        let body = format!(
+            "{{\"type\":\"io.nats.jetstream.api.v1.{}_response\",\"error\":{{\"code\":503,\"err_code\":10039,\"description\":\"JetStream not enabled for account\"}}}}",
+            response_type(subject)
+        );
+        crate::client::publish_message(
+            &server,
+            &account,
+            &Message {
+                subject: reply,
+                reply: None,
+                header_len: 0,
+                payload: body.as_bytes(),
+            },
+        );
+    }
+}
+
+/// The `<kind>` of an API response type for a request subject: `STREAM.CREATE.x` gives
+/// `stream_create`, `INFO` gives `account_info`.
+fn response_type(subject: &[u8]) -> String {
+    const VERBS: &[&str] = &[
+        "STREAM", "CONSUMER", "DURABLE", "CREATE", "UPDATE", "INFO", "DELETE", "NAMES", "LIST",
+        "PURGE", "MSG", "GET", "PAUSE", "SNAPSHOT", "RESTORE",
+    ];
+    let api = String::from_utf8_lossy(subject);
+    let api = api.strip_prefix("$JS.API.").unwrap_or(&api);
+    if api == "INFO" {
+        return "account_info".into();
+    }
+    api.split('.')
+        .take(3)
+        .take_while(|t| VERBS.contains(t))
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join("_")
 }

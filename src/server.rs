@@ -62,7 +62,7 @@ pub struct ServerState {
     /// System events (connects, disconnects, authentication failures).
     pub events: crate::events::Events,
     /// JetStream, when enabled (set once, as the server binds).
-    pub jetstream: std::sync::OnceLock<Arc<crate::jetstream::Bridge>>,
+    pub jetstream: std::sync::OnceLock<Vec<Arc<crate::jetstream::Bridge>>>,
     /// Open connections by id.
     pub clients: DashMap<u64, Arc<Client>>,
     /// When the server started.
@@ -352,8 +352,8 @@ impl Server {
             info!("Using configuration file: {}", file.display());
         }
         if let Some(js) = &state.config.jetstream {
-            let bridge = crate::jetstream::Bridge::start(&state, js)?;
-            let _ = state.jetstream.set(bridge);
+            let bridges = crate::jetstream::start(&state, js)?;
+            let _ = state.jetstream.set(bridges);
         }
         if let Some(pid_file) = &state.config.pid_file {
             std::fs::write(pid_file, std::process::id().to_string())?;
@@ -446,7 +446,7 @@ impl Server {
             task.abort();
         }
         sweeper.abort();
-        if let Some(js) = state.jetstream.get() {
+        for js in state.jetstream.get().into_iter().flatten() {
             js.close();
         }
         info!("Server Exiting..");

@@ -130,6 +130,10 @@ pub struct Account {
     pub exports: Vec<Export>,
     /// What this account takes from others.
     pub imports: Vec<Import>,
+    /// `jetstream: enabled` (or a map of limits): the account gets JetStream when the server
+    /// has it on. Once accounts are configured, only those enabling it have JetStream (the
+    /// global account has it only when no accounts are configured), as in nats-server.
+    pub jetstream: bool,
     /// Where the account is defined.
     pub pos: Pos,
 }
@@ -941,6 +945,7 @@ fn accounts(
                     name: name.clone(),
                     exports: Vec::new(),
                     imports: Vec::new(),
+                    jetstream: false,
                     pos: item.pos.clone(),
                 });
             }
@@ -973,6 +978,7 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
         name: e.key.clone(),
         exports: Vec::new(),
         imports: Vec::new(),
+        jetstream: false,
         pos: e.pos.clone(),
     };
     let mut users = Vec::new();
@@ -983,7 +989,8 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
             "exports" => account.exports = exports(k, warnings)?,
             "imports" => account.imports = imports(k, warnings)?,
             "default_permissions" => defaults = Some(permissions(k)?),
-            "jetstream" | "mappings" | "maps" | "limits" | "nkey" | "msg_trace" | "trace_dest" => {
+            "jetstream" => account.jetstream = account_jetstream(k, warnings)?,
+            "mappings" | "maps" | "limits" | "nkey" | "msg_trace" | "trace_dest" => {
                 ignored(warnings, k)
             }
             _ => return Err(unknown(k)),
@@ -995,6 +1002,30 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
         }
     }
     Ok((account, users))
+}
+
+/// An account's `jetstream`: `enabled`/`disabled` (also `enable`, `disable`, any case),
+/// `true`/`false`, or a map of the account's JetStream limits, which enables it.
+fn account_jetstream(e: &Entry, warnings: &mut Vec<Warning>) -> Result<bool, ConfigError> {
+    match &e.item.value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "enabled" | "enable" => Ok(true),
+            "disabled" | "disable" => Ok(false),
+            _ => Err(expected(e, "enabled, disabled or a map of limits")),
+        },
+        Value::Map(m) => {
+            if !m.is_empty() {
+                warn(
+                    warnings,
+                    e,
+                    "per-account JetStream limits are not enforced by natter yet; the server-wide max_memory_store and max_file_store apply".to_string(),
+                );
+            }
+            Ok(true)
+        }
+        _ => Err(expected(e, "enabled, disabled or a map of limits")),
+    }
 }
 
 fn kind_name(kind: ExportKind) -> &'static str {
@@ -2214,12 +2245,46 @@ accounts {
 
     #[test]
     fn unsupported_account_keys_warn() {
-        let w = warnings("accounts {\n A: {\n  jetstream: enabled\n  mappings: { a: b }\n  limits: { max_conn: 1 }\n } }");
-        assert_eq!(w.len(), 3, "{w:?}");
+        let w =
+            warnings("accounts {\n A: {\n  mappings: { a: b }\n  limits: { max_conn: 1 }\n } }");
+        assert_eq!(w.len(), 2, "{w:?}");
         assert_eq!(
             w[0],
-            format!("{FILE}:3: \"jetstream\" is not supported by natter yet, ignored")
+            format!("{FILE}:3: \"mappings\" is not supported by natter yet, ignored")
         );
+    }
+
+    #[test]
+    fn account_jetstream_forms() {
+        let (s, w) = load(
+            "accounts { A: { jetstream: enabled }, B: { jetstream: DISABLE }, C: { jetstream: true }, \
+             D: {}, E: { jetstream: { max_mem: 1M } } }",
+        )
+        .unwrap();
+        let on: Vec<(&str, bool)> = s
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), a.jetstream))
+            .collect();
+        assert_eq!(
+            on,
+            [
+                ("A", true),
+                ("B", false),
+                ("C", true),
+                ("D", false),
+                ("E", true)
+            ]
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("per-account JetStream limits are not enforced"),
+            "{w:?}"
+        );
+        let err = load("accounts { A: { jetstream: maybe } }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jetstream"), "{err}");
     }
 
     #[test]
