@@ -6,9 +6,10 @@ NATS_SERVER ?= $(VENV)/bin/nats-server
 
 .PHONY: run test compat fmt lint bench
 
-## run: build in release mode and run the server on 4222 with embedded defaults.
+## run: build in release mode and run the server on 4222 with embedded defaults, JetStream on
+## with its store under ./data.
 run:
-	$(CARGO) run --release --bin natter -- $(ARGS)
+	$(CARGO) run --release --bin natter -- -js -sd ./data $(ARGS)
 
 ## test: every unit, property and integration test (integration tests drive the real binary),
 ## after a one-iteration smoke run of the benchmarks so they cannot rot.
@@ -20,7 +21,7 @@ test:
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
 ## tests assert nats-server's behaviour and not just ours.
 compat: $(NATS_SERVER)
-	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation --test monitor --test cli_client --test auth --test tls --test accounts --test jwt --test events
+	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation --test monitor --test cli_client --test auth --test tls --test accounts --test jwt --test events --test jetstream --test js_accounts
 
 ## bench: release build, then the side-by-side load benchmark against nats-server 2.15 (and
 ## Debian's nats-server 2.9 when installed; installing it is attempted, never required).
