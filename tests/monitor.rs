@@ -400,6 +400,76 @@ fn subsz_counts_and_lists_subscriptions() {
 }
 
 #[test]
+fn jsz_without_jetstream_says_disabled() {
+    let server = monitored();
+    let jsz = get_json(&server.monitor_addr(), "/jsz");
+    assert_eq!(jsz["disabled"], true, "{jsz}");
+    for key in [
+        "memory",
+        "storage",
+        "streams",
+        "consumers",
+        "messages",
+        "bytes",
+    ] {
+        assert_eq!(u64_of(&jsz, key), 0, "{key}");
+    }
+}
+
+#[test]
+fn jsz_counts_streams_and_messages() {
+    let store = common::temp_dir();
+    let server = Server::start_with(None, &["-m", "-1", "-js", "-sd", store.to_str().unwrap()]);
+    let addr = server.monitor_addr();
+    let mut c = server.quiet_client();
+    let create = br#"{"name":"ORDERS","subjects":["orders.>"]}"#;
+    c.send(
+        format!(
+            "SUB _INBOX.r 1\r\nPUB $JS.API.STREAM.CREATE.ORDERS _INBOX.r {}\r\n",
+            create.len()
+        )
+        .as_bytes(),
+    );
+    c.send(create);
+    c.send(b"\r\n");
+    let created: Value = serde_json::from_slice(&c.read_msg().payload).unwrap();
+    assert_eq!(created["config"]["name"], "ORDERS", "{created}");
+    for i in 0..3 {
+        c.send(format!("PUB orders.{i} _INBOX.r 5\r\nhello\r\n").as_bytes());
+        let ack: Value = serde_json::from_slice(&c.read_msg().payload).unwrap();
+        assert_eq!(ack["seq"], i + 1, "{ack}");
+    }
+
+    let jsz = get_json(&addr, "/jsz");
+    assert!(jsz.get("disabled").is_none(), "{jsz}");
+    assert_eq!(u64_of(&jsz, "streams"), 1);
+    assert_eq!(u64_of(&jsz, "messages"), 3);
+    assert!(u64_of(&jsz, "bytes") > 15);
+    assert_eq!(u64_of(&jsz, "storage"), u64_of(&jsz, "bytes"));
+    assert_eq!(u64_of(&jsz, "accounts"), 1);
+    assert!(u64_of(&jsz["api"], "total") >= 1);
+    assert_eq!(
+        jsz["config"]["store_dir"],
+        store.join("jetstream").display().to_string()
+    );
+    assert!(jsz.get("account_details").is_none());
+
+    let detail = get_json(&addr, "/jsz?streams=true&config=true");
+    let account = &detail["account_details"][0];
+    assert_eq!(account["name"], "$G", "{detail}");
+    let stream = &account["stream_detail"][0];
+    assert_eq!(stream["name"], "ORDERS");
+    assert_eq!(u64_of(&stream["state"], "messages"), 3);
+    assert_eq!(u64_of(&stream["state"], "last_seq"), 3);
+    assert_eq!(stream["config"]["subjects"][0], "orders.>");
+    let without_config = get_json(&addr, "/jsz?accounts=true&streams=true");
+    assert!(without_config["account_details"][0]["stream_detail"][0]
+        .get("config")
+        .is_none());
+    assert_eq!(get(&addr, "/jsz?streams=maybe").status, 400);
+}
+
+#[test]
 fn routez_has_no_routes() {
     let server = monitored();
     let addr = server.monitor_addr();

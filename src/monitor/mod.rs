@@ -10,6 +10,7 @@
 mod connz;
 pub(crate) mod format;
 mod http;
+mod jsz;
 mod metrics;
 mod process;
 mod subsz;
@@ -38,8 +39,8 @@ const MAX_CONNECTIONS: usize = 64;
 const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The endpoints, as listed on `/` and counted in `/varz`'s `http_req_stats`.
-const ENDPOINTS: [&str; 6] = [
-    "/varz", "/connz", "/subsz", "/routez", "/healthz", "/metrics",
+const ENDPOINTS: [&str; 7] = [
+    "/varz", "/connz", "/subsz", "/routez", "/healthz", "/jsz", "/metrics",
 ];
 
 /// What the monitor keeps between requests.
@@ -130,6 +131,7 @@ fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Re
                 .map(|q| http::json(&subsz::Subsz::collect(state, &q))),
             "/routez" => Ok(http::json(&Routez::collect(state))),
             "/healthz" => healthz(&query),
+            "/jsz" => jsz::JszQuery::parse(&query).map(|q| http::json(&jsz::collect(state, &q))),
             "/metrics" => {
                 metrics::MetricsQuery::parse(&query).map(|q| metrics::reply(state, monitor, &q))
             }
@@ -138,8 +140,9 @@ fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Re
     answer.unwrap_or_else(Reply::from)
 }
 
-/// `/healthz`: natter is healthy whenever it answers. JetStream is off, so
-/// `js-enabled-only` and `js-server-only` change nothing (as with nats-server).
+/// `/healthz`: natter is healthy whenever it answers. JetStream, when enabled, is up before the
+/// monitoring port answers (the server does not start if a store cannot be opened), so
+/// `js-enabled-only` and `js-server-only` are accepted and agree.
 fn healthz(query: &Query) -> Result<Reply, BadRequest> {
     query.bool("js-enabled-only")?;
     query.bool("js-server-only")?;
