@@ -227,15 +227,15 @@ impl StreamConfig {
             }
         }
         self.other.clear();
-        if self.name.is_empty() {
-            return Err(ApiError::invalid_config("stream name is required"));
-        }
         if self.name.contains(['/', '\\']) {
             return Err(ApiError::name_has_path_separators());
         }
-        if self.name.contains(['.', '*', '>', ' ', '\t', '\r', '\n']) {
-            return Err(ApiError::invalid_config("stream name is invalid"));
+        if self.name.is_empty() || self.name.contains(['.', '*', '>', ' ', '\t', '\r', '\n']) {
+            return Err(ApiError::invalid_config(
+                "stream name is required and can not contain '.', '*', '>', '\\', '/'",
+            ));
         }
+        // nats-server takes any limit at or below zero as unlimited.
         for v in [
             &mut self.max_consumers,
             &mut self.max_msgs,
@@ -243,18 +243,21 @@ impl StreamConfig {
             &mut self.max_msgs_per_subject,
             &mut self.max_msg_size,
         ] {
-            if *v == 0 {
+            if *v <= 0 {
                 *v = -1;
             }
         }
         if self.num_replicas == 0 {
             self.num_replicas = 1;
         }
+        if self.num_replicas < 0 {
+            return Err(ApiError::replicas_negative());
+        }
+        if self.num_replicas > 5 {
+            return Err(ApiError::invalid_config("maximum replicas is 5"));
+        }
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
-        }
-        if self.num_replicas < 0 || self.num_replicas > 5 {
-            return Err(ApiError::invalid_config("replicas > 5 not supported"));
         }
         if self.max_age < 0 {
             return Err(ApiError::invalid_config("max age can not be negative"));
@@ -289,20 +292,22 @@ impl StreamConfig {
                 self.compression
             )));
         }
-        if self.discard_new_per_subject
-            && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
-        {
-            return Err(ApiError::invalid_config(
-                "discard new per subject requires discard new policy to be set and max msgs per subject > 0",
-            ));
+        if self.discard_new_per_subject {
+            if self.discard != Discard::New {
+                return Err(ApiError::invalid_config(
+                    "discard new per subject requires discard new policy to be set",
+                ));
+            }
+            if self.max_msgs_per_subject <= 0 {
+                return Err(ApiError::invalid_config(
+                    "discard new per subject requires max msgs per subject > 0",
+                ));
+            }
         }
-        if self.max_msgs_per_subject < -1
-            || self.max_msgs < -1
-            || self.max_bytes < -1
-            || self.max_msg_size < -1
-            || self.max_consumers < -1
-        {
-            return Err(ApiError::invalid_config("limits can not be less than -1"));
+        if self.deny_purge && self.allow_rollup_hdrs {
+            return Err(ApiError::invalid_config(
+                "roll-ups require the purge permission",
+            ));
         }
         if self.subjects.is_empty() {
             self.subjects = vec![self.name.clone()];
@@ -318,9 +323,6 @@ impl StreamConfig {
                 ));
             }
             if let Some(prev) = seen.iter().find(|p| util::overlaps(p, s)) {
-                if *prev == s {
-                    return Err(ApiError::invalid_config("duplicate subjects detected"));
-                }
                 return Err(ApiError::invalid_config(format!(
                     "subject \"{prev}\" overlaps with \"{s}\""
                 )));
@@ -342,9 +344,6 @@ impl StreamConfig {
             return bad(
                 "stream configuration update can not change retention policy to/from workqueue",
             );
-        }
-        if new.max_consumers != self.max_consumers {
-            return bad("stream configuration update can not change MaxConsumers");
         }
         if self.sealed && !new.sealed {
             return bad("stream configuration update can not unseal a sealed stream");
@@ -377,6 +376,9 @@ pub struct StreamState {
     /// Deleted sequences between first and last.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_deleted: u64,
+    /// The deleted sequences themselves (only when asked for with `deleted_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Vec<u64>>,
     /// Distinct subjects.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_subjects: u64,

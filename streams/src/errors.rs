@@ -127,9 +127,22 @@ impl ApiError {
     pub fn rollup_failed(d: impl Into<String>) -> Self {
         e(500, 10111, d)
     }
-    /// 10128 `stream name can not contain path separators`.
+    /// 10128 `Stream name can not contain path separators` (capitalized, as nats-server words it).
     pub fn name_has_path_separators() -> Self {
-        e(400, 10128, "stream name can not contain path separators")
+        e(400, 10128, "Stream name can not contain path separators")
+    }
+    /// 10133 `replicas count cannot be negative`.
+    pub fn replicas_negative() -> Self {
+        e(400, 10133, "replicas count cannot be negative")
+    }
+    /// 10043 `sequence <n> not found` (MSG.DELETE of a deleted sequence in a file stream).
+    pub fn sequence_not_found(seq: u64) -> Self {
+        e(400, 10043, format!("sequence {seq} not found"))
+    }
+    /// 10166 `per-message TTL is disabled` (a `Nats-TTL` header on a stream without
+    /// `allow_msg_ttl`).
+    pub fn msg_ttl_disabled() -> Self {
+        e(400, 10166, "per-message TTL is disabled")
     }
     /// 10011 a general storage failure.
     pub fn storage_failed(d: impl std::fmt::Display) -> Self {

@@ -249,10 +249,18 @@ fn parse_req<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result
     util::from_json(payload).map_err(ApiError::invalid_json)
 }
 
+/// For the requests nats-server parses leniently (STREAM.INFO, NAMES, LIST, PURGE): a body
+/// that is not valid JSON is the same as an empty one.
+fn parse_lenient<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> T {
+    parse_req(payload).unwrap_or_default()
+}
+
 #[derive(Deserialize, Default)]
 struct InfoReq {
     #[serde(default)]
     subjects_filter: Option<String>,
+    #[serde(default)]
+    deleted_details: bool,
     #[serde(default)]
     offset: usize,
 }
@@ -287,8 +295,9 @@ struct MsgGetReq {
 
 #[derive(Deserialize, Default)]
 struct MsgDeleteReq {
+    /// Absent (a bad request) differs from 0 (not found) for file streams.
     #[serde(default)]
-    seq: u64,
+    seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -759,6 +768,11 @@ impl JetStream {
         const T: &str = "stream_update_response";
         let r = (|| {
             let mut cfg = StreamConfig::parse(payload)?;
+            // Unlike create, nats-server checks an update's name is present before it checks
+            // that it matches.
+            if cfg.name.is_empty() {
+                cfg.normalize()?;
+            }
             if cfg.name != name {
                 return Err(ApiError::name_mismatch());
             }
@@ -787,7 +801,7 @@ impl JetStream {
                     if let Err(e) = pending.await {
                         return ApiReply::Json(err_json(T, &e.into()));
                     }
-                    ApiReply::Json(resp(T, None, js.info_of(&s, None, true)))
+                    ApiReply::Json(resp(T, None, js.info_of(&s, None, false)))
                 })
             }
         }
@@ -795,26 +809,25 @@ impl JetStream {
 
     fn info(&self, name: &str, payload: &[u8]) -> ApiReply {
         const T: &str = "stream_info_response";
-        let zero = Paged {
-            total: 0,
-            offset: 0,
-            limit: 0,
-            body: Empty {},
-        };
-        let req: InfoReq = match parse_req(payload) {
-            Ok(r) => r,
-            Err(e) => return ApiReply::Json(resp(T, Some(&e), zero)),
-        };
+        let req: InfoReq = parse_lenient(payload);
         let Some(s) = self.stream(name) else {
+            let zero = Paged {
+                total: 0,
+                offset: 0,
+                limit: 0,
+                body: Empty {},
+            };
             return ApiReply::Json(resp(T, Some(&ApiError::stream_not_found()), zero));
         };
-        let mut info = self.info_of(&s, req.subjects_filter.as_deref(), true);
-        if info.state.subjects.as_ref().is_some_and(|s| s.is_empty()) {
-            info.state.subjects = None;
+        let filter = req.subjects_filter.as_deref().filter(|f| !f.is_empty());
+        let mut info = self.info_of(&s, filter, true);
+        if req.deleted_details {
+            info.state.deleted = Some(s.deleted_seqs()).filter(|d| !d.is_empty());
         }
-        let (total, limit) = match info.state.subjects.as_mut() {
-            None => (0, 0),
-            Some(subs) => {
+        // As nats-server: paging fields only when the filter matched something; a page past
+        // the end leaves `subjects` out.
+        let (total, offset, limit) = match info.state.subjects.as_mut() {
+            Some(subs) if !subs.is_empty() => {
                 const LIMIT: usize = 100_000;
                 let total = subs.len();
                 if req.offset > 0 || total > LIMIT {
@@ -824,15 +837,19 @@ impl JetStream {
                         .take(LIMIT)
                         .collect();
                 }
-                (total, LIMIT)
+                (total, req.offset, LIMIT)
             }
+            _ => (0, 0, 0),
         };
+        if info.state.subjects.as_ref().is_some_and(|s| s.is_empty()) {
+            info.state.subjects = None;
+        }
         ApiReply::Json(resp(
             T,
             None,
             Paged {
                 total,
-                offset: req.offset,
+                offset,
                 limit,
                 body: info,
             },
@@ -892,15 +909,13 @@ impl JetStream {
 
     fn names(&self, payload: &[u8]) -> ApiReply {
         const T: &str = "stream_names_response";
-        let req: ListReq = match parse_req(payload) {
-            Ok(r) => r,
-            Err(e) => return ApiReply::Json(err_json(T, &e)),
-        };
+        let req: ListReq = parse_lenient(payload);
         const LIMIT: usize = 1024;
         let all = self.matching_names(req.subject.as_deref().filter(|s| !s.is_empty()));
+        let offset = req.offset.min(all.len());
         let names: Vec<String> = all
             .iter()
-            .skip(req.offset)
+            .skip(offset)
             .take(LIMIT)
             .map(|s| s.name.clone())
             .collect();
@@ -909,7 +924,7 @@ impl JetStream {
             None,
             Paged {
                 total: all.len(),
-                offset: req.offset,
+                offset,
                 limit: LIMIT,
                 // nats-server sends `null` for no streams (a nil Go slice).
                 body: serde_json::json!({ "streams": (!names.is_empty()).then_some(names) }),
@@ -919,15 +934,13 @@ impl JetStream {
 
     fn list(&self, payload: &[u8]) -> ApiReply {
         const T: &str = "stream_list_response";
-        let req: ListReq = match parse_req(payload) {
-            Ok(r) => r,
-            Err(e) => return ApiReply::Json(err_json(T, &e)),
-        };
+        let req: ListReq = parse_lenient(payload);
         const LIMIT: usize = 256;
         let all = self.matching_names(req.subject.as_deref().filter(|s| !s.is_empty()));
+        let offset = req.offset.min(all.len());
         let infos: Vec<StreamInfo> = all
             .iter()
-            .skip(req.offset)
+            .skip(offset)
             .take(LIMIT)
             .map(|s| self.info_of(s, None, false))
             .collect();
@@ -940,7 +953,7 @@ impl JetStream {
             None,
             Paged {
                 total: all.len(),
-                offset: req.offset,
+                offset,
                 limit: LIMIT,
                 body: L { streams: infos },
             },
@@ -956,10 +969,7 @@ impl JetStream {
                 serde_json::json!({"purged": 0}),
             )))
         };
-        let req: PurgeReq = match parse_req(payload) {
-            Ok(r) => r,
-            Err(e) => return fail(e),
-        };
+        let req: PurgeReq = parse_lenient(payload);
         let Some(s) = self.stream(name) else {
             return fail(ApiError::stream_not_found());
         };
@@ -970,18 +980,26 @@ impl JetStream {
         if cfg.deny_purge {
             return fail(ApiError::purge_not_permitted());
         }
-        if req.seq.is_some() && req.keep.is_some() {
+        // Zero is the same as absent for both.
+        let seq = req.seq.filter(|&q| q > 0);
+        let keep = req.keep.filter(|&k| k > 0);
+        if seq.is_some() && keep.is_some() {
             return fail(ApiError::bad_request());
         }
         if let Some(f) = req.filter.as_deref().filter(|f| !f.is_empty()) {
             if !util::valid_filter(f) {
-                return fail(ApiError::bad_request());
+                // nats-server: an invalid filter matches nothing.
+                return ready(ApiReply::Json(resp(
+                    T,
+                    None,
+                    serde_json::json!({"success": true, "purged": 0}),
+                )));
             }
         }
         let pending = s.store.purge(PurgeRequest {
             filter: req.filter.filter(|f| !f.is_empty() && f != ">"),
-            up_to_seq: req.seq.filter(|&q| q > 0),
-            keep: req.keep.filter(|&k| k > 0),
+            up_to_seq: seq,
+            keep,
         });
         Box::pin(async move {
             ApiReply::Json(match pending.await {
@@ -1067,14 +1085,28 @@ impl JetStream {
         if cfg.deny_delete {
             return fail(ApiError::msg_delete_failed("message delete not permitted"));
         }
-        if req.seq == 0 {
-            return fail(ApiError::bad_request());
-        }
-        let pending = s.store.delete(req.seq);
+        let file = s.storage == StorageType::File;
+        let seq = match req.seq {
+            None => return fail(ApiError::bad_request()),
+            Some(0) if !file => return fail(ApiError::bad_request()),
+            Some(q) => q,
+        };
+        // nats-server's file store tells a sequence past the end and one deleted in the
+        // middle apart from one below the first; its memory store does not.
+        let not_found = move |st: crate::StoreState| {
+            if !file || seq == 0 || seq < st.first_seq {
+                ApiError::msg_delete_failed("no message found")
+            } else if seq > st.last_seq {
+                ApiError::msg_delete_failed("stream store EOF")
+            } else {
+                ApiError::sequence_not_found(seq)
+            }
+        };
+        let pending = s.store.delete(seq);
         Box::pin(async move {
             ApiReply::Json(match pending.await {
                 Ok(true) => resp(T, None, serde_json::json!({"success": true})),
-                Ok(false) => err_json(T, &ApiError::msg_delete_failed("no message found")),
+                Ok(false) => err_json(T, &not_found(s.store.state())),
                 Err(e) => err_json(T, &e.into()),
             })
         })
@@ -1103,6 +1135,9 @@ impl JetStream {
                 Err(_) => return status("408 Malformed Request"),
             },
         };
+        if req.seq.unwrap_or(0) == 0 && req.last_by_subj.is_none() && req.next_by_subj.is_none() {
+            return status("408 Empty Request");
+        }
         match self.lookup(&s, &req) {
             Ok(Some(m)) => {
                 let mut h: Vec<u8> = if m.headers.len() >= 4 && m.headers.ends_with(b"\r\n\r\n") {

@@ -239,36 +239,27 @@ impl Stream {
         }
         let now = now_nanos();
         let h: &[u8] = &headers;
-        let msg_id = header(h, "Nats-Msg-Id").filter(|i| !i.is_empty());
+        // An empty header value counts as absent, as in nats-server.
+        let hdr = |name: &str| header(h, name).filter(|v| !v.is_empty());
+        let msg_id = hdr("Nats-Msg-Id");
         let mut rollup = None;
         if !h.is_empty() {
-            if let Some(exp) = header(h, "Nats-Expected-Stream") {
+            // nats-server's order: expected stream and sequences and the TTL header are checked
+            // before dedupe (a duplicate failing them is an error), the expected last msg id
+            // and the rollup after it (a duplicate wins).
+            if let Some(exp) = hdr("Nats-Expected-Stream") {
                 if exp != self.name {
                     return Admit::Reject(ApiError::expected_stream_mismatch());
                 }
             }
-            if let Some(id) = msg_id {
-                m.prune_dedupe(now);
-                if let Some(&seq) = m.dedupe.get(id) {
-                    let wait = (m.inflight_msgs > 0).then(|| self.store.sync());
-                    return Admit::Duplicate { seq, wait };
-                }
-            }
-            if let Some(exp) = header(h, "Nats-Expected-Last-Msg-Id") {
-                if exp != m.last_msg_id {
-                    return Admit::Reject(ApiError::wrong_last_msg_id(&m.last_msg_id));
-                }
-            }
-            if let Some(exp) = header(h, "Nats-Expected-Last-Sequence") {
+            if let Some(exp) = hdr("Nats-Expected-Last-Sequence") {
                 let last = self.store.next_seq() - 1;
                 if exp.parse::<u64>().ok() != Some(last) {
                     return Admit::Reject(ApiError::wrong_last_sequence(last));
                 }
             }
-            if let Some(exp) = header(h, "Nats-Expected-Last-Subject-Sequence") {
-                let key = header(h, "Nats-Expected-Last-Subject-Sequence-Subject")
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(subject);
+            if let Some(exp) = hdr("Nats-Expected-Last-Subject-Sequence") {
+                let key = hdr("Nats-Expected-Last-Subject-Sequence-Subject").unwrap_or(subject);
                 let pending = m
                     .inflight_subj
                     .iter()
@@ -286,19 +277,35 @@ impl Stream {
                     return Admit::Reject(ApiError::wrong_last_sequence(last));
                 }
             }
-            if let Some(r) = header(h, "Nats-Rollup") {
+            // natter has no per-message TTL (`allow_msg_ttl` is always false).
+            if hdr("Nats-TTL").is_some() {
+                return Admit::Reject(ApiError::msg_ttl_disabled());
+            }
+            if let Some(id) = msg_id {
+                m.prune_dedupe(now);
+                if let Some(&seq) = m.dedupe.get(id) {
+                    let wait = (m.inflight_msgs > 0).then(|| self.store.sync());
+                    return Admit::Duplicate { seq, wait };
+                }
+            }
+            if let Some(exp) = hdr("Nats-Expected-Last-Msg-Id") {
+                if exp != m.last_msg_id {
+                    return Admit::Reject(ApiError::wrong_last_msg_id(&m.last_msg_id));
+                }
+            }
+            if let Some(r) = hdr("Nats-Rollup") {
                 let cfg = &m.config;
                 if !cfg.allow_rollup_hdrs || cfg.deny_purge {
                     return Admit::Reject(ApiError::rollup_failed("rollup not permitted"));
                 }
-                rollup = match r {
-                    "sub" => Some(true),
-                    "all" => Some(false),
-                    other => {
-                        return Admit::Reject(ApiError::rollup_failed(format!(
-                            "rollup value invalid: \"{other}\""
-                        )))
-                    }
+                rollup = if r.eq_ignore_ascii_case("sub") {
+                    Some(true)
+                } else if r.eq_ignore_ascii_case("all") {
+                    Some(false)
+                } else {
+                    return Admit::Reject(ApiError::rollup_failed(format!(
+                        "rollup value invalid: \"{r}\""
+                    )));
                 };
             }
         }
@@ -382,6 +389,23 @@ impl Stream {
         self.store.set_limits(limits)
     }
 
+    /// The deleted sequences between the first and the last (for `deleted_details`): a walk
+    /// over the stored messages, as costly as the stream is long.
+    pub(crate) fn deleted_seqs(&self) -> Vec<u64> {
+        let st = self.store.state();
+        let mut out = Vec::new();
+        if st.msgs == 0 {
+            return out;
+        }
+        let mut expect = st.first_seq;
+        while let Ok(Some(m)) = self.store.get_next(expect, None) {
+            out.extend(expect..m.seq);
+            expect = m.seq + 1;
+        }
+        out.extend(expect..=st.last_seq);
+        out
+    }
+
     /// The JSON state, with per-subject counts for `subjects_filter`.
     pub(crate) fn state(&self, subjects_filter: Option<&str>) -> StreamState {
         let st = self.store.state();
@@ -394,6 +418,7 @@ impl Stream {
             last_seq: st.last_seq,
             last_ts: util::rfc3339(if st.last_seq == 0 { 0 } else { st.last_ts }),
             num_deleted: st.num_deleted,
+            deleted: None,
             num_subjects: st.num_subjects,
             subjects: subjects_filter.map(|f| {
                 let f = if f.is_empty() { ">" } else { f };

@@ -733,3 +733,200 @@ async fn empty_names_seal_first_seq_and_filters() {
     .await;
     assert_eq!(err_code(&r), 10052);
 }
+
+/// Details observed from nats-server 2.15.1 that the first API layer got wrong.
+#[tokio::test]
+async fn nats_server_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let js = open(dir.path());
+    let create = |name: &str, body: Value| {
+        let subject = format!("$JS.API.STREAM.CREATE.{name}");
+        let js = js.clone();
+        async move { api(&js, &subject, body).await }
+    };
+    let desc = |v: &Value| v["error"]["description"].as_str().unwrap_or("").to_string();
+
+    // Validation wording and order.
+    let r = create("R", json!({"name":"R","num_replicas":6})).await;
+    assert_eq!(
+        (err_code(&r), desc(&r)),
+        (10052, "maximum replicas is 5".into())
+    );
+    let r = create("R", json!({"name":"R","num_replicas":-1})).await;
+    assert_eq!(
+        (err_code(&r), r["error"]["code"].clone(), desc(&r)),
+        (
+            10133,
+            json!(400),
+            "replicas count cannot be negative".into()
+        )
+    );
+    let r = create("a*b", json!({"name":"a*b"})).await;
+    assert_eq!(
+        desc(&r),
+        "stream name is required and can not contain '.', '*', '>', '\\', '/'"
+    );
+    let r = create("a/b", json!({"name":"a/b"})).await;
+    assert_eq!(
+        (err_code(&r), desc(&r)),
+        (10128, "Stream name can not contain path separators".into())
+    );
+    let r = create("D", json!({"name":"D","subjects":["a","a"]})).await;
+    assert_eq!(desc(&r), "subject \"a\" overlaps with \"a\"");
+    let r = create("D", json!({"name":"D","discard_new_per_subject":true})).await;
+    assert_eq!(
+        desc(&r),
+        "discard new per subject requires discard new policy to be set"
+    );
+    let r = create(
+        "D",
+        json!({"name":"D","discard_new_per_subject":true,"discard":"new"}),
+    )
+    .await;
+    assert_eq!(
+        desc(&r),
+        "discard new per subject requires max msgs per subject > 0"
+    );
+    let r = create(
+        "D",
+        json!({"name":"D","deny_purge":true,"allow_rollup_hdrs":true}),
+    )
+    .await;
+    assert_eq!(desc(&r), "roll-ups require the purge permission");
+    // Limits below -1 are unlimited, not an error.
+    let r = create("L", json!({"name":"L","max_msgs":-5,"max_consumers":-2})).await;
+    assert_eq!(r["config"]["max_msgs"], -1, "{r}");
+    assert_eq!(r["config"]["max_consumers"], -1);
+    // max_consumers may change; the update reply has no cluster section.
+    let r = api(
+        &js,
+        "$JS.API.STREAM.UPDATE.L",
+        json!({"name":"L","max_consumers":5}),
+    )
+    .await;
+    assert_eq!(r["config"]["max_consumers"], 5, "{r}");
+    assert!(r.get("cluster").is_none());
+    let r = api(&js, "$JS.API.STREAM.UPDATE.L", Value::Null).await;
+    assert_eq!(err_code(&r), 10052, "{r}");
+
+    // Lenient parsing: junk bodies are empty requests for INFO, NAMES, LIST and PURGE.
+    for subject in [
+        "$JS.API.STREAM.INFO.L",
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.LIST",
+        "$JS.API.STREAM.PURGE.L",
+    ] {
+        let ApiReply::Json(b) = js.api(subject, b"junk").await else {
+            panic!("{subject}")
+        };
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert!(v.get("error").is_none(), "{subject}: {v}");
+    }
+    let r = api(&js, "$JS.API.STREAM.NAMES", json!({"offset":100})).await;
+    assert_eq!(
+        (r["offset"].clone(), r["total"].clone()),
+        (json!(1), json!(1))
+    );
+
+    // Headers: empty values are absent; TTL is refused before dedupe; rollup values ignore case.
+    create(
+        "E",
+        json!({"name":"E","subjects":["e.*"],"allow_rollup_hdrs":true}),
+    )
+    .await;
+    let a = publish(&js, "e.a", &[("Nats-Msg-Id", "m1")], "x").await;
+    assert_eq!(a["seq"], 1);
+    let a = publish(&js, "e.a", &[("Nats-Expected-Last-Sequence", "")], "x").await;
+    assert_eq!(a["seq"], 2, "{a}");
+    let a = publish(
+        &js,
+        "e.a",
+        &[("Nats-Msg-Id", "m1"), ("Nats-TTL", "1s")],
+        "x",
+    )
+    .await;
+    assert_eq!(err_code(&a), 10166, "{a}");
+    let a = publish(
+        &js,
+        "e.a",
+        &[("Nats-Msg-Id", "m1"), ("Nats-Expected-Last-Sequence", "7")],
+        "x",
+    )
+    .await;
+    assert_eq!(desc(&a), "wrong last sequence: 2");
+    let a = publish(
+        &js,
+        "e.a",
+        &[("Nats-Msg-Id", "m1"), ("Nats-Expected-Last-Msg-Id", "zz")],
+        "x",
+    )
+    .await;
+    assert_eq!(a["duplicate"], true, "{a}");
+    let a = publish(&js, "e.b", &[("Nats-Rollup", "ALL")], "x").await;
+    assert_eq!(a["seq"], 3, "{a}");
+    let r = api(&js, "$JS.API.STREAM.INFO.E", Value::Null).await;
+    assert_eq!(r["state"]["messages"], 1);
+
+    // MSG.DELETE errors, file stream.
+    create("F", json!({"name":"F","subjects":["f"]})).await;
+    for _ in 0..4 {
+        publish(&js, "f", &[], "x").await;
+    }
+    api(&js, "$JS.API.STREAM.PURGE.F", json!({"seq":2})).await;
+    api(&js, "$JS.API.STREAM.MSG.DELETE.F", json!({"seq":3})).await;
+    let del = |body: Value| api(&js, "$JS.API.STREAM.MSG.DELETE.F", body);
+    let r = del(json!({"seq":3})).await;
+    assert_eq!(
+        (err_code(&r), desc(&r)),
+        (10043, "sequence 3 not found".into())
+    );
+    let r = del(json!({"seq":9})).await;
+    assert_eq!((err_code(&r), desc(&r)), (10057, "stream store EOF".into()));
+    let r = del(json!({"seq":1})).await;
+    assert_eq!((err_code(&r), desc(&r)), (10057, "no message found".into()));
+    let r = del(json!({"seq":0})).await;
+    assert_eq!((err_code(&r), desc(&r)), (10057, "no message found".into()));
+    assert_eq!(err_code(&del(json!({})).await), 10003);
+    let r = api(
+        &js,
+        "$JS.API.STREAM.INFO.F",
+        json!({"deleted_details":true}),
+    )
+    .await;
+    assert_eq!(r["state"]["deleted"], json!([3]), "{r}");
+
+    // INFO paging: an empty filter is no filter; a page past the end has no subjects.
+    let r = api(&js, "$JS.API.STREAM.INFO.E", json!({"subjects_filter":""})).await;
+    assert!(r["state"].get("subjects").is_none(), "{r}");
+    let r = api(
+        &js,
+        "$JS.API.STREAM.INFO.E",
+        json!({"subjects_filter":">","offset":5}),
+    )
+    .await;
+    assert!(r["state"].get("subjects").is_none(), "{r}");
+    assert_eq!(
+        (r["total"].clone(), r["offset"].clone()),
+        (json!(1), json!(5))
+    );
+
+    // PURGE: zero seq/keep are absent; an invalid filter purges nothing.
+    let r = api(&js, "$JS.API.STREAM.PURGE.E", json!({"seq":0,"keep":0})).await;
+    assert_eq!(r["purged"], 1, "{r}");
+    let r = api(&js, "$JS.API.STREAM.PURGE.F", json!({"filter":"a.>.b"})).await;
+    assert_eq!(
+        (r["success"].clone(), r["purged"].clone()),
+        (json!(true), json!(0))
+    );
+
+    // DIRECT.GET without a sequence or subject is an empty request.
+    create(
+        "G",
+        json!({"name":"G","subjects":["g"],"allow_direct":true}),
+    )
+    .await;
+    let ApiReply::Msg { headers, .. } = js.api("$JS.API.DIRECT.GET.G", b"{\"seq\":0}").await else {
+        panic!()
+    };
+    assert_eq!(headers, b"NATS/1.0 408 Empty Request\r\n\r\n");
+}
