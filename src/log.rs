@@ -5,13 +5,20 @@
 //! Levels map to nats-server's tags (`[ERR]`, `[WRN]`, `[INF]`, `[DBG]`, `[TRC]`). As in
 //! nats-server, debug and trace are independent switches: `-V` alone shows `[TRC]` lines but not
 //! `[DBG]` ones. Local time comes from chrono, which follows `TZ` and `/etc/localtime`.
-//! [`reopen`] reopens the log file after rotation.
+//! [`reopen`] reopens the log file after an external rotation; with `logfile_size_limit` natter
+//! rotates the file itself, as nats-server does: the full file is renamed to
+//! `<file>.<YYYY.MM.DD.HH.MM.SS.nanos>` and a new one started, keeping at most
+//! `logfile_max_num` of the renamed files. `--log_format json` writes one JSON object per line
+//! instead (`time`, `level`, `pid`, `msg`, then the event's fields), for log pipelines.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
 
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{filter_fn, FilterFn, LevelFilter};
@@ -23,7 +30,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber: nats-server-style lines to `cfg.file` (appended, created if
 /// missing) or to standard error. Fails if the file cannot be opened or a subscriber is installed.
@@ -63,9 +70,14 @@ fn make_writer(cfg: &LogConfig) -> io::Result<BoxMakeWriter> {
     let Some(path) = &cfg.file else {
         return Ok(BoxMakeWriter::new(io::stderr));
     };
+    let file = open_append(path)?;
+    let written = file.metadata()?.len();
     let file = LogFile {
         path: path.clone(),
-        file: Mutex::new(open_append(path)?),
+        size_limit: cfg.size_limit,
+        max_num: cfg.max_num,
+        json: cfg.format == LogFormat::Json,
+        file: Mutex::new(Current { file, written }),
     };
     let already = || io::Error::other("logging is already initialised");
     LOG_FILE.set(file).map_err(|_| already())?;
@@ -79,7 +91,82 @@ static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
 /// A log file and the path it was opened from.
 struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    /// Rotate before a write would take the file past this (0: never).
+    size_limit: u64,
+    /// Rotated files kept (0: all).
+    max_num: usize,
+    /// Whether lines are JSON (the rotation notice must match).
+    json: bool,
+    file: Mutex<Current>,
+}
+
+/// The open file and how many bytes it holds.
+struct Current {
+    file: File,
+    written: u64,
+}
+
+impl LogFile {
+    /// Renames the full file aside, starts a new one, and removes the oldest rotated files
+    /// past `max_num`. On failure the current file is kept (logging must not stop).
+    fn rotate(&self, current: &mut Current) {
+        use io::Write;
+        let stamp = chrono::Local::now().format("%Y.%m.%d.%H.%M.%S.%f");
+        let backup = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        if std::fs::rename(&self.path, &backup).is_err() {
+            return;
+        }
+        let Ok(file) = open_append(&self.path) else {
+            return;
+        };
+        *current = Current { file, written: 0 };
+        let msg = format!("Rotated log, backup saved as {}", backup.display());
+        let pid = std::process::id();
+        let line = if self.json {
+            let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            format!(
+                "{}\n",
+                serde_json::json!({"time": time, "level": "info", "pid": pid, "msg": msg})
+            )
+        } else {
+            format!(
+                "[{pid}] {} [INF] {msg}\n",
+                chrono::Local::now().format(STAMP)
+            )
+        };
+        if current.file.write_all(line.as_bytes()).is_ok() {
+            current.written = line.len() as u64;
+        }
+        if self.max_num > 0 {
+            self.remove_old_backups();
+        }
+    }
+
+    fn remove_old_backups(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        // The stamp sorts by time as text.
+        let mut backups: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        backups.sort();
+        let excess = backups.len().saturating_sub(self.max_num);
+        for old in &backups[..excess] {
+            let _ = std::fs::remove_file(old);
+        }
+    }
 }
 
 /// Reopens the log file (after `logrotate` moved it, on SIGUSR1 as nats-server does). Returns
@@ -89,7 +176,8 @@ pub fn reopen() -> io::Result<bool> {
         return Ok(false);
     };
     let file = open_append(&log.path)?;
-    *log.file.lock().unwrap_or_else(PoisonError::into_inner) = file;
+    let written = file.metadata()?.len();
+    *log.file.lock().unwrap_or_else(PoisonError::into_inner) = Current { file, written };
     Ok(true)
 }
 
@@ -102,17 +190,23 @@ struct FileWriter(&'static LogFile);
 
 impl io::Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.lock().write(buf)
+        let log = self.0;
+        let mut current = log.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.size_limit > 0
+            && current.written > 0
+            && current.written + buf.len() as u64 > log.size_limit
+        {
+            log.rotate(&mut current);
+        }
+        let n = current.file.write(buf)?;
+        current.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.lock().flush()
-    }
-}
-
-impl FileWriter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, File> {
-        self.0.file.lock().unwrap_or_else(PoisonError::into_inner)
+        let log = self.0;
+        let mut current = log.file.lock().unwrap_or_else(PoisonError::into_inner);
+        current.file.flush()
     }
 }
 
@@ -127,10 +221,11 @@ fn level_tag(level: &Level) -> &'static str {
     }
 }
 
-/// Formats one event as `[pid] <timestamp> [LVL] message key=value...`.
+/// Formats one event as `[pid] <timestamp> [LVL] message key=value...`, or as JSON.
 struct LineFormat {
     pid: u32,
     clock: Clock,
+    json: bool,
 }
 
 /// How lines are timestamped.
@@ -156,6 +251,7 @@ impl LineFormat {
         LineFormat {
             pid: std::process::id(),
             clock,
+            json: cfg.format == LogFormat::Json,
         }
     }
 }
@@ -171,6 +267,9 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if self.json {
+            return self.format_json(writer, event);
+        }
         write!(writer, "[{}] ", self.pid)?;
         match self.clock {
             Clock::Off => {}
@@ -180,6 +279,60 @@ where
         write!(writer, "{} ", level_tag(event.metadata().level()))?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+impl LineFormat {
+    fn format_json(&self, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut obj = Map::new();
+        // JSON logs always carry an RFC 3339 time (UTC unless local time was asked for).
+        let time = match self.clock {
+            Clock::Local => {
+                chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            }
+            _ => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        };
+        obj.insert("time".into(), Value::String(time));
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        obj.insert("level".into(), Value::String(level));
+        obj.insert("pid".into(), Value::from(self.pid));
+        obj.insert("msg".into(), Value::String(String::new()));
+        event.record(&mut JsonFields(&mut obj));
+        let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Collects an event's fields into a JSON object; the message goes to `msg`.
+struct JsonFields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.insert(field, Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.insert(field, Value::String(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.insert(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.insert(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.insert(field, Value::from(value));
+    }
+}
+
+impl JsonFields<'_> {
+    fn insert(&mut self, field: &Field, value: Value) {
+        let name = match field.name() {
+            "message" => "msg".to_string(),
+            // An event's own field may not overwrite the envelope.
+            n @ ("time" | "level" | "pid" | "msg") => format!("field.{n}"),
+            n => n.to_string(),
+        };
+        self.0.insert(name, value);
     }
 }
 
@@ -277,6 +430,83 @@ mod tests {
                 ("/", " ", ".")
             );
         }
+    }
+
+    #[test]
+    fn json_lines() {
+        let cfg = LogConfig {
+            format: LogFormat::Json,
+            ..LogConfig::default()
+        };
+        let out = capture(&cfg, || {
+            tracing::info!("Listening for client connections on {}", "127.0.0.1:4222");
+            tracing::warn!(cid = 5, user = "bob", ok = true, "Authorization Error");
+        });
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0]["level"], "info");
+        assert_eq!(
+            lines[0]["msg"],
+            "Listening for client connections on 127.0.0.1:4222"
+        );
+        assert_eq!(lines[0]["pid"], std::process::id());
+        assert!(chrono::DateTime::parse_from_rfc3339(lines[0]["time"].as_str().unwrap()).is_ok());
+        assert_eq!(lines[1]["level"], "warn");
+        assert_eq!(lines[1]["msg"], "Authorization Error");
+        assert_eq!(lines[1]["cid"], 5);
+        assert_eq!(lines[1]["user"], "bob");
+        assert_eq!(lines[1]["ok"], true);
+    }
+
+    #[test]
+    fn rotation_keeps_max_num_backups() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("natter-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("natter.log");
+        let log: &'static LogFile = Box::leak(Box::new(LogFile {
+            path: path.clone(),
+            size_limit: 100,
+            max_num: 2,
+            json: false,
+            file: Mutex::new(Current {
+                file: open_append(&path).unwrap(),
+                written: 0,
+            }),
+        }));
+        let mut w = FileWriter(log);
+        for i in 0..10 {
+            w.write_all(format!("line {i:02} {}\n", "x".repeat(40)).as_bytes())
+                .unwrap();
+            // Rotated names carry microseconds: keep them distinct.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], "natter.log");
+        assert!(names[1].starts_with("natter.log.20"), "{names:?}");
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            current.contains("Rotated log, backup saved as"),
+            "{current}"
+        );
+        assert!(current.contains("line 09"), "{current}");
+        assert!(current.len() <= 200, "{current}");
+        let newest = std::fs::read_to_string(dir.join(&names[2])).unwrap();
+        assert!(
+            newest.contains("line 08") || newest.contains("line 07"),
+            "{newest}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -128,6 +128,74 @@ fn trace_logs_the_protocol_as_nats_server_does() {
 }
 
 #[test]
+fn json_log_lines_and_size_rotation() {
+    if !common::is_natter() {
+        return; // --log_format is natter's; nats-server has no JSON logs.
+    }
+    let dir = common::temp_dir();
+    let log = dir.join("natter.log");
+    let args = [
+        "-DV",
+        "-l",
+        log.to_str().unwrap(),
+        "--log_format",
+        "json",
+        "--log_size_limit",
+        "4KB",
+    ];
+    let server = Server::start_with(None, &args);
+    let mut c = server.quiet_client();
+    for i in 0..60 {
+        c.send(format!("SUB subject.number.{i} {i}\r\n").as_bytes());
+    }
+    c.send(b"PING\r\n");
+    c.expect(b"PONG\r\n");
+    drop(server);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("natter.log")
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "the trace outgrew 4KB at least once: {files:?}"
+    );
+    let mut messages = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.len() <= 4096 + 512,
+            "{} is {} bytes",
+            file.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(v["time"].is_string() && v["level"].is_string(), "{line}");
+            messages.push(v["msg"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert!(
+        messages.iter().any(|m| m == "Server is ready"),
+        "{messages:?}"
+    );
+    assert!(messages
+        .iter()
+        .any(|m| m.contains("<<- [SUB subject.number.59 59]")));
+    assert!(messages
+        .iter()
+        .any(|m| m.starts_with("Rotated log, backup saved as")));
+}
+
+#[test]
 fn half_given_security_flags_refuse_to_start() {
     if !is_natter() {
         return; // nats-server starts open with a lone --pass; natter will not.

@@ -38,10 +38,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "https_port",
     "leaf",
     "leafnodes",
-    "log_max_num",
-    "log_size_limit",
-    "logfile_max_num",
-    "logfile_size_limit",
     "mappings",
     "maps",
     "max_closed_clients",
@@ -218,6 +214,9 @@ fn apply_entry(e: &Entry, c: &mut Config, warnings: &mut Vec<Warning>) -> Result
         "trace" => c.log.trace = boolean(e)?,
         "logtime" => c.log.time = boolean(e)?,
         "logtime_utc" => c.log.time_utc = boolean(e)?,
+        "logfile_size_limit" | "log_size_limit" => c.log.size_limit = size(e, i64::MAX)? as u64,
+        "logfile_max_num" | "log_max_num" => c.log.max_num = size(e, i64::from(u32::MAX))? as usize,
+        "log_format" => c.log.format = string(e)?.parse().map_err(|m: String| fail(e, m))?,
         // Read together by `security::parse`, since they refer to each other.
         name if security::KEYS.contains(&name) => {}
         // Read together by `jetstream::apply` (a top-level store_dir conflicts with the block's).
@@ -471,8 +470,12 @@ mod tests {
              ping_interval: \"30s\"\nping_max: 5\nwrite_deadline: \"2s\"\n\
              lame_duck_duration: \"1m\"\nlame_duck_grace_period: \"5s\"\n\
              pid_file: /tmp/n.pid\nports_file_dir: /tmp\nlog_file: \"/tmp/n.log\"\n\
-             debug: true\ntrace: yes\nlogtime: off\nlogtime_utc: on\n",
+             debug: true\ntrace: yes\nlogtime: off\nlogtime_utc: on\n\
+             logfile_size_limit: 1MB\nlogfile_max_num: 3\nlog_format: json\n",
         );
+        assert_eq!(c.log.size_limit, 1 << 20);
+        assert_eq!(c.log.max_num, 3);
+        assert_eq!(c.log.format, crate::config::LogFormat::Json);
         assert_eq!(c.port, 4333);
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.server_name.as_deref(), Some("n1"));

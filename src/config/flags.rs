@@ -44,6 +44,8 @@ Logging Options:
     -VV                              Verbose trace
     -DV                              Debug and trace
     -DVV                             Debug and verbose trace
+        --log_size_limit <size>      Rotate the log file past this size (e.g. 100MB)
+        --log_format <text|json>     nats-server's text lines (default) or JSON objects
 
 Authorization Options:
         --user <user>                User required for connections
@@ -62,7 +64,7 @@ JetStream Options:
     -sd, --store_dir <dir>           Set the storage directory (default: $TMPDIR/nats)
 
 Accepted for nats-server compatibility, not supported yet (a warning is logged):
-    -s, --syslog, -r, --remote_syslog, --log_size_limit, --max_traced_msg_len,
+    -s, --syslog, -r, --remote_syslog, --max_traced_msg_len,
     -ms, --https_port, --routes, --cluster, --cluster_name, --no_advertise,
     --cluster_advertise, --connect_retries, --cluster_listen, --client_advertise, --profile
 
@@ -80,7 +82,6 @@ Client Subcommands (natter <subcommand> --help for their options):
 const RESERVED: &[(&str, &[&str], bool)] = &[
     ("syslog", &["s"], false),
     ("remote_syslog", &["r"], true),
-    ("log_size_limit", &[], true),
     ("max_traced_msg_len", &[], true),
     ("https_port", &["ms"], true),
     ("routes", &[], true),
@@ -211,6 +212,12 @@ pub struct Options {
     /// `-l`/`--log`: log file.
     #[arg(long = "log", alias = "l", value_name = "file")]
     pub log_file: Option<PathBuf>,
+    /// `--log_size_limit`: rotate the log file past this size.
+    #[arg(long = "log_size_limit", value_name = "size", value_parser = parse_size_u64)]
+    pub log_size_limit: Option<u64>,
+    /// `--log_format`: `text` (nats-server's lines) or `json`.
+    #[arg(long = "log_format", value_name = "format")]
+    pub log_format: Option<crate::config::LogFormat>,
     /// `-T`/`--logtime`: timestamps on log lines.
     #[arg(long = "logtime", alias = "T", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
@@ -481,6 +488,12 @@ impl Options {
         if let Some(time) = self.logtime {
             log.time = time;
         }
+        if let Some(limit) = self.log_size_limit {
+            log.size_limit = limit;
+        }
+        if let Some(format) = self.log_format {
+            log.format = format;
+        }
         if let Some(utc) = self.logtime_utc {
             log.time_utc = utc;
         }
@@ -663,7 +676,19 @@ fn go_bool(value: &str) -> Result<bool, String> {
 
 /// A size in bytes: a plain number or one with a unit as in NATS config files (`k`/`m`/`g` are
 /// powers of 1000, `kb`/`mb`/`gb` and `ki`/`mi`/`gi`/`kib`/... powers of 1024; case-insensitive).
+/// [`parse_size`] for sizes past 4 GiB.
+fn parse_size_u64(value: &str) -> Result<u64, String> {
+    parse_size_wide(value)
+}
+
 pub fn parse_size(value: &str) -> Result<u32, String> {
+    let bytes = parse_size_wide(value)?;
+    u32::try_from(bytes)
+        .map_err(|_| format!("size \"{}\" out of range (1 byte to 4GB)", value.trim()))
+}
+
+/// A positive byte count with an optional unit (`k`, `kb`, `m`, `mb`, `g`, `gb`, ...).
+fn parse_size_wide(value: &str) -> Result<u64, String> {
     let value = value.trim();
     let split = value
         .find(|c: char| !c.is_ascii_digit())
@@ -684,9 +709,8 @@ pub fn parse_size(value: &str) -> Result<u32, String> {
     };
     number
         .checked_mul(scale)
-        .and_then(|bytes| u32::try_from(bytes).ok())
         .filter(|&bytes| bytes > 0)
-        .ok_or_else(|| format!("size \"{value}\" out of range (1 byte to 4GB)"))
+        .ok_or_else(|| format!("size \"{value}\" out of range"))
 }
 
 #[cfg(test)]
@@ -822,6 +846,10 @@ mod tests {
         assert!(!cfg.log.debug && cfg.log.trace);
         let cfg = config(&["-DVV"]);
         assert!(cfg.log.debug && cfg.log.trace);
+        let cfg = config(&["--log_size_limit", "10MB", "--log_format", "json"]);
+        assert_eq!(cfg.log.size_limit, 10 << 20);
+        assert_eq!(cfg.log.format, crate::config::LogFormat::Json);
+        assert_eq!(config(&[]).log.format, crate::config::LogFormat::Text);
     }
 
     #[test]

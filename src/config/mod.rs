@@ -98,6 +98,35 @@ pub struct LogConfig {
     pub time: bool,
     /// Timestamps in UTC (`logtime_utc`).
     pub time_utc: bool,
+    /// Line format (`--log_format`, `log_format`): nats-server's text, or one JSON object per
+    /// line for log pipelines.
+    pub format: LogFormat,
+    /// Rotate the log file once it would grow past this many bytes (`logfile_size_limit`,
+    /// `--log_size_limit`); 0 never rotates.
+    pub size_limit: u64,
+    /// Keep at most this many rotated files (`logfile_max_num`); 0 keeps all.
+    pub max_num: usize,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `[pid] 2026/11/22 01:15:38.572517 [INF] message`, as nats-server writes.
+    #[default]
+    Text,
+    /// `{"time":"...","level":"info","pid":1,"msg":"...", fields...}`.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("invalid log format \"{s}\": expected text or json")),
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -108,6 +137,9 @@ impl Default for LogConfig {
             trace: false,
             time: true,
             time_utc: false,
+            format: LogFormat::Text,
+            size_limit: 0,
+            max_num: 0,
         }
     }
 }
