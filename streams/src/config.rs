@@ -204,7 +204,7 @@ impl StreamConfig {
 
     /// Parses a request body; an empty body is the default config (name empty).
     pub fn parse(payload: &[u8]) -> Result<StreamConfig, ApiError> {
-        if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        if util::is_empty_json(payload) {
             return Ok(StreamConfig::default());
         }
         util::from_json(payload).map_err(ApiError::invalid_json)

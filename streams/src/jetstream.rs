@@ -243,7 +243,7 @@ fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
 }
 
 fn parse_req<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result<T, ApiError> {
-    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+    if util::is_empty_json(payload) {
         return Ok(T::default());
     }
     util::from_json(payload).map_err(ApiError::invalid_json)
@@ -858,7 +858,11 @@ impl JetStream {
 
     fn delete_stream(&self, name: &str, payload: &[u8]) -> ApiReply {
         const T: &str = "stream_delete_response";
-        if !payload.iter().all(|b| b.is_ascii_whitespace()) {
+        // Clients send `{}` (async-nats) or nothing; `null` is refused as nats-server does.
+        let empty = payload.iter().all(|b| b.is_ascii_whitespace())
+            || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+                .is_ok_and(|m| m.is_empty());
+        if !empty {
             return ApiReply::Json(err_json(T, &ApiError::not_empty_request()));
         }
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -1071,10 +1075,14 @@ impl JetStream {
     fn msg_delete(&self, name: &str, payload: &[u8]) -> ApiFuture {
         const T: &str = "stream_msg_delete_response";
         let fail = |e: ApiError| ready(ApiReply::Json(err_json(T, &e)));
-        let req: MsgDeleteReq = match parse_req(payload) {
+        let mut req: MsgDeleteReq = match parse_req(payload) {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
+        if payload.trim_ascii() == b"null" {
+            // nats-server reads `null` as sequence 0, unlike a missing sequence.
+            req.seq = Some(0);
+        }
         let Some(s) = self.stream(name) else {
             return fail(ApiError::stream_not_found());
         };

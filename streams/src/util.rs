@@ -133,6 +133,13 @@ pub fn is_subset(inner: &str, outer: &str) -> bool {
     }
 }
 
+/// An empty request body: nothing but whitespace, or JSON `null` (which Go decodes into a
+/// zero-valued request).
+pub fn is_empty_json(payload: &[u8]) -> bool {
+    let t = payload.trim_ascii();
+    t.is_empty() || t == b"null"
+}
+
 /// Parses a JSON request as nats-server (Go) does in one respect serde does not: a `null`
 /// field is the same as an absent one (clients send `"consumer_limits": null` and the like).
 pub fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {

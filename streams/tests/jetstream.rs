@@ -919,6 +919,20 @@ async fn nats_server_details() {
         (json!(true), json!(0))
     );
 
+    // STREAM.DELETE takes `{}` (what async-nats sends) but not `null`; `null` elsewhere is an
+    // empty request.
+    create("Z", json!({"name":"Z","subjects":["z"]})).await;
+    let ApiReply::Json(b) = js.api("$JS.API.STREAM.DELETE.Z", b"null").await else {
+        panic!()
+    };
+    assert_eq!(err_code(&serde_json::from_slice(&b).unwrap()), 10038);
+    let r = api(&js, "$JS.API.STREAM.DELETE.Z", json!({})).await;
+    assert_eq!(r["success"], true, "{r}");
+    let ApiReply::Json(b) = js.api("$JS.API.STREAM.MSG.GET.F", b"null").await else {
+        panic!()
+    };
+    assert_eq!(err_code(&serde_json::from_slice(&b).unwrap()), 10003);
+
     // DIRECT.GET without a sequence or subject is an empty request.
     create(
         "G",
