@@ -31,12 +31,21 @@ async fn js(server: &Server) -> Context {
     jetstream::new(client)
 }
 
-/// A server on a fresh store and a JetStream context on it (the store dir is dropped with
-/// the test process's temp files, not with the server).
-async fn setup() -> (Server, Context) {
-    let server = js_server(&temp_dir());
+/// A store directory, removed on drop (after the server: bind it first).
+struct Store(std::path::PathBuf);
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh store, a server on it and a JetStream context.
+async fn setup() -> (Store, Server, Context) {
+    let store = Store(temp_dir());
+    let server = js_server(&store.0);
     let js = js(&server).await;
-    (server, js)
+    (store, server, js)
 }
 
 fn config(name: &str, subjects: &[&str]) -> stream::Config {
@@ -150,7 +159,7 @@ fn stored_size(storage: stream::StorageType, subject: &str, headers: usize, payl
 
 #[tokio::test]
 async fn create_publish_and_get() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut s = create(&js, config("ORDERS", &["orders.>"])).await;
     for i in 1..=3u64 {
         let ack = publish(&js, &format!("orders.{i}"), "hello")
@@ -171,7 +180,7 @@ async fn create_publish_and_get() {
 
 #[tokio::test]
 async fn stream_info_state_file_and_memory() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     for (name, storage) in [
         ("F", stream::StorageType::File),
         ("M", stream::StorageType::Memory),
@@ -256,7 +265,7 @@ async fn stream_info_state_file_and_memory() {
 
 #[tokio::test]
 async fn stream_create_and_update_errors() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     create(&js, config("A", &["a.>"])).await;
     assert_js_err(
         within("overlap", js.create_stream(config("B", &["a.b"]))).await,
@@ -370,7 +379,7 @@ async fn stream_create_and_update_errors() {
 
 #[tokio::test]
 async fn names_list_and_delete() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     // One more than a LIST page (256): memory streams are cheap to create.
     const N: usize = 257;
     for i in 0..N {
@@ -444,7 +453,7 @@ async fn names_list_and_delete() {
 
 #[tokio::test]
 async fn publish_acks_dedupe_and_window() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut cfg = config("D", &["d.*"]);
     cfg.duplicate_window = Duration::from_millis(300);
     let mut s = create(&js, cfg).await;
@@ -474,7 +483,7 @@ async fn publish_acks_dedupe_and_window() {
 
 #[tokio::test]
 async fn expected_headers() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     create(&js, config("E", &["e.*"])).await;
     assert_eq!(seq(&js, "e.a").await, 1);
     assert_eq!(seq(&js, "e.b").await, 2);
@@ -545,7 +554,7 @@ async fn expected_headers() {
 
 #[tokio::test]
 async fn rollups() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     create(&js, config("NR", &["nr"])).await;
     let r = publish_with(&js, "nr", "x", |p| p.header("Nats-Rollup", "all")).await;
     assert_js_err(r, 500, 10111, "rollup not permitted");
@@ -580,7 +589,7 @@ async fn rollups() {
 
 #[tokio::test]
 async fn limits_discard_old() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut cfg = config("MSGS", &["msgs"]);
     cfg.max_messages = 2;
     let mut s = create(&js, cfg).await;
@@ -628,7 +637,7 @@ async fn limits_discard_old() {
 
 #[tokio::test]
 async fn limits_discard_new_and_message_size() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut cfg = config("N", &["n"]);
     cfg.max_messages = 2;
     cfg.discard = stream::DiscardPolicy::New;
@@ -682,7 +691,7 @@ async fn limits_discard_new_and_message_size() {
 
 #[tokio::test]
 async fn deny_delete_and_purge() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut cfg = config("DENY", &["deny"]);
     cfg.deny_delete = true;
     cfg.deny_purge = true;
@@ -714,7 +723,7 @@ async fn deny_delete_and_purge() {
 
 #[tokio::test]
 async fn get_and_delete_messages() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let s = create(&js, config("G", &["g.*"])).await;
     publish_with(&js, "g.a", "one", |p| p.header("Foo", "bar"))
         .await
@@ -784,7 +793,7 @@ async fn get_and_delete_messages() {
 
 #[tokio::test]
 async fn purge_variants() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut s = create(&js, config("P", &["p.*"])).await;
     for subj in ["p.a", "p.b", "p.a", "p.b", "p.a", "p.b"] {
         seq(&js, subj).await;
@@ -824,7 +833,7 @@ async fn purge_variants() {
 
 #[tokio::test]
 async fn direct_get() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut cfg = config("DG", &["dg.*"]);
     cfg.allow_direct = true;
     let s = create(&js, cfg).await;
@@ -864,7 +873,7 @@ async fn direct_get() {
 
 #[tokio::test]
 async fn account_info() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let mut mem = config("MEM", &["mem"]);
     mem.storage = stream::StorageType::Memory;
     mem.max_bytes = 1000;
@@ -907,7 +916,7 @@ async fn account_info() {
 
 #[tokio::test]
 async fn no_stream_means_no_responders_and_core_routing_is_unaffected() {
-    let (_server, js) = setup().await;
+    let (_store, _server, js) = setup().await;
     let err = publish(&js, "nowhere", "x").await.unwrap_err();
     assert_eq!(err.kind(), PublishErrorKind::StreamNotFound);
 
@@ -940,7 +949,8 @@ async fn no_stream_means_no_responders_and_core_routing_is_unaffected() {
 
 #[tokio::test]
 async fn streams_messages_and_dedupe_survive_restart() {
-    let store = temp_dir();
+    let store = Store(temp_dir());
+    let store = &store.0;
     let created = {
         let server = js_server(&store);
         let js = js(&server).await;
@@ -991,13 +1001,13 @@ async fn streams_messages_and_dedupe_survive_restart() {
         .await
         .unwrap();
     assert_eq!(names.contains(&"MEM".to_string()), is_natter(), "{names:?}");
-    let _ = std::fs::remove_dir_all(&store);
 }
 
 /// The API and a publish through a raw socket, as `telnet` would.
 #[test]
 fn raw_socket_api_and_puback() {
-    let server = js_server(&temp_dir());
+    let store = Store(temp_dir());
+    let server = js_server(&store.0);
     let mut c = server.client();
     // Headers on, for the HPUB below.
     c.send(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB _INBOX.> 1\r\n");
