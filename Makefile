@@ -21,7 +21,7 @@ test:
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
 ## tests assert nats-server's behaviour and not just ours.
 compat: $(NATS_SERVER)
-	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation --test monitor --test cli_client --test auth --test tls --test accounts --test jwt --test events --test jetstream --test js_accounts
+	NATTER_TEST_SERVER=$(abspath $(NATS_SERVER)) $(CARGO) test --test protocol --test limits --test client --test cli --test operation --test monitor --test cli_client --test auth --test tls --test accounts --test jwt --test events --test jetstream --test js_accounts --test reload
 
 ## bench: release build, then the side-by-side load benchmark against nats-server 2.15 (and
 ## Debian's nats-server 2.9 when installed; installing it is attempted, never required).

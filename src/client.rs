@@ -82,6 +82,8 @@ struct Connection {
     peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
     /// Restrictions on what the user may do.
     permissions: Option<Arc<Permissions>>,
+    /// The [`Client::permissions_version`] `permissions` was copied at.
+    permissions_version: u64,
     publish_check: PublishCheck,
     /// Most subscriptions for this connection; `usize::MAX` is unlimited (a JWT may say 0).
     max_subscriptions: usize,
@@ -133,6 +135,7 @@ impl Deliveries<'_> {
             return false;
         }
         let perms = target.permissions();
+        let perms = perms.as_deref();
         if perms.is_some_and(|p| p.filters_deliveries() && !p.may_receive(msg.subject)) {
             return false;
         }
@@ -318,10 +321,10 @@ pub async fn serve(
 ) {
     let tag = format!("{addr} - cid:{}", client.id);
     debug!("{tag} - Client connection created");
-    let nonce = server.auth.wants_nonce().then(new_nonce);
+    let nonce = server.auth().wants_nonce().then(new_nonce);
     let info = server.info_json_with_nonce(client.id, addr.ip(), nonce.as_deref());
     let conn = Connection::new(&server, &client, tag, nonce);
-    match server.tls.clone() {
+    match server.tls() {
         None => {
             client.enqueue(info.len() + 8, |b| encode::info(b, &info));
             drop(info);
@@ -342,7 +345,7 @@ impl Connection {
     async fn serve_tls(mut self, stream: TcpStream, tls: Arc<rustls::ServerConfig>, info: Vec<u8>) {
         let server = self.server.clone();
         let timeout = server
-            .config
+            .config()
             .security
             .tls
             .as_ref()
@@ -391,7 +394,8 @@ async fn tls_handshake(
     info: &[u8],
     timeout: Duration,
 ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
-    let settings = server.config.security.tls.as_ref();
+    let config = server.config();
+    let settings = config.security.tls.as_ref();
     let mut frame = BytesMut::new();
     encode::info(&mut frame, info);
     let mut info_sent = false;
@@ -567,8 +571,8 @@ impl Connection {
         tag: String,
         nonce: Option<String>,
     ) -> Connection {
-        let config = &server.config;
-        let authed = !server.auth.required();
+        let config = server.config();
+        let authed = !server.auth().required();
         if authed {
             client.set_identity(server.accounts.global().clone(), None, None);
         }
@@ -583,6 +587,7 @@ impl Connection {
             nonce,
             peer_cert: None,
             permissions: None,
+            permissions_version: 0,
             publish_check: PublishCheck::default(),
             max_subscriptions: match config.max_subscriptions {
                 0 => usize::MAX,
@@ -604,7 +609,7 @@ impl Connection {
     /// Runs the read and write loops over the connection's two halves until it closes.
     async fn run<R: Source, W: AsyncWrite + Unpin>(mut self, reader: R, writer: W) {
         let client = self.client.clone();
-        let deadline = self.server.config.write_deadline;
+        let deadline = self.server.config().write_deadline;
         let reason = {
             let writer = write_loop(&client, writer, deadline);
             tokio::pin!(writer);
@@ -625,7 +630,7 @@ impl Connection {
     }
 
     async fn read_loop<R: Source>(&mut self, mut stream: R) -> CloseReason {
-        let config = &self.server.config;
+        let config = self.server.config();
         // The first PING goes out early, as nats-server's does: it measures the round trip
         // for monitoring and finds dead peers soon after they connect.
         let first = config.ping_interval.min(FIRST_PING);
@@ -635,7 +640,7 @@ impl Connection {
         // on every pass of the loop, even when its precondition disables it) and boxed, so
         // idle connections without auth carry neither.
         let mut auth_timer =
-            (!self.authed).then(|| Box::pin(tokio::time::sleep(self.server.auth.timeout)));
+            (!self.authed).then(|| Box::pin(tokio::time::sleep(self.server.auth().timeout)));
         let mut expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut buf = BytesMut::new();
         let mut read_size = READ_MIN;
@@ -686,7 +691,7 @@ impl Connection {
                 _ = ping.tick() => {
                     // Stale results may hold closed connections alive; a quiet moment to let go.
                     self.cache.prune();
-                    if self.pings_out >= self.server.config.ping_max {
+                    if self.pings_out >= self.server.config().ping_max {
                         self.send_err("Stale Connection");
                         self.end_batch();
                         debug!("{} - Stale Client Connection - Closing", self.tag);
@@ -815,7 +820,7 @@ impl Connection {
                 return Err(CloseReason::ProtocolViolation);
             }
         };
-        if self.server.auth.required() {
+        if self.server.auth().required() {
             // Every CONNECT is checked, as nats-server does, not only the first.
             let identity = self.authenticate(&parsed)?;
             if !self.authed {
@@ -861,8 +866,8 @@ impl Connection {
             cert: self.peer_cert.as_ref(),
             ip: Some(self.client.addr.ip()),
         };
-        let check = || server.auth.authenticate(presented, &server.accounts);
-        let result = if server.auth.is_slow(connect)
+        let check = || server.auth().authenticate(presented, &server.accounts);
+        let result = if server.auth().is_slow(connect)
             && tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         {
@@ -909,6 +914,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Picks up permissions a configuration reload replaced (one atomic load when none did).
+    fn refresh_permissions(&mut self) {
+        let version = self.client.permissions_version();
+        if version != self.permissions_version {
+            self.permissions_version = version;
+            self.permissions = self.client.permissions();
+            self.publish_check = PublishCheck::default();
+        }
+    }
+
     /// Tells the client `Authorization Violation` (never which part was wrong) and logs why.
     fn auth_violation(&mut self, why: &str) -> CloseReason {
         error!("{} - authentication error: {why}", self.tag);
@@ -936,6 +951,7 @@ impl Connection {
                 return Err(CloseReason::MaxPayloadExceeded);
             }
         }
+        self.refresh_permissions();
         if let Some(perms) = &self.permissions {
             if perms.restricts_publish()
                 && !self.publish_check.allowed(perms, subject)
@@ -1030,6 +1046,7 @@ impl Connection {
             self.send_err("Invalid Subject");
             return;
         }
+        self.refresh_permissions();
         if let Some(perms) = &self.permissions {
             if !perms.may_subscribe(subject, queue) {
                 let subject = String::from_utf8_lossy(subject);
@@ -1116,7 +1133,7 @@ impl Connection {
             out.buf = BytesMut::new();
         }
         self.server.unregister(&self.client);
-        if self.authed && self.server.auth.required() {
+        if self.authed && self.server.auth().required() {
             self.account.remove_connection();
         }
         if self.announced {
@@ -1127,7 +1144,8 @@ impl Connection {
         match reason {
             CloseReason::SlowConsumerWriteDeadline => info!(
                 "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
-                self.tag, self.server.config.write_deadline
+                self.tag,
+                self.server.config().write_deadline
             ),
             _ => debug!(
                 "{} - Client connection closed: {}",

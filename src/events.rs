@@ -26,7 +26,7 @@ pub struct Events {
 #[derive(Serialize)]
 struct ServerInfo<'a> {
     name: &'a str,
-    host: &'a str,
+    host: String,
     id: &'a str,
     ver: &'a str,
     jetstream: bool,
@@ -194,10 +194,10 @@ impl Events {
     fn server_info<'a>(&self, server: &'a ServerState, time: String) -> ServerInfo<'a> {
         ServerInfo {
             name: &server.name,
-            host: &server.config.host,
+            host: server.config().host.clone(),
             id: &server.id,
             ver: COMPAT_VERSION,
-            jetstream: false,
+            jetstream: server.jetstream.get().is_some(),
             flags: 0,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             time,

@@ -99,7 +99,7 @@ pub fn start(
     server: &Arc<ServerState>,
     config: &JetStreamConfig,
 ) -> std::io::Result<Vec<Arc<Bridge>>> {
-    let configured = &server.config.security.accounts;
+    let configured = &server.config().security.accounts;
     let enabled: Vec<&str> = if configured.is_empty() {
         vec![server.accounts.global().name.as_str()]
     } else {

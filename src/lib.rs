@@ -17,6 +17,7 @@ pub mod log;
 pub mod monitor;
 pub mod outbound;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod subject;
 pub mod sublist;

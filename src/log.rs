@@ -20,45 +20,94 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::filter::{filter_fn, FilterFn, LevelFilter};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use tracing_subscriber::{reload, Registry};
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber: nats-server-style lines to `cfg.file` (appended, created if
 /// missing) or to standard error. Fails if the file cannot be opened or a subscriber is installed.
 pub fn init(cfg: &LogConfig) -> io::Result<()> {
+    let (filter, handle) = reload::Layer::new(Levels::of(cfg));
     let layer = tracing_subscriber::fmt::layer()
         .event_format(LineFormat::new(cfg))
         .with_writer(make_writer(cfg)?)
-        .with_filter(level_filter(cfg));
+        .with_filter(filter);
     tracing_subscriber::registry()
         .with(layer)
         .try_init()
-        .map_err(io::Error::other)
+        .map_err(io::Error::other)?;
+    let _ = LEVELS.set(handle);
+    Ok(())
 }
 
-/// Lets debug events through only with `debug`, trace events only with `trace`.
-fn level_filter(cfg: &LogConfig) -> FilterFn<impl Fn(&Metadata<'_>) -> bool> {
-    let (debug, trace) = (cfg.debug, cfg.trace);
-    filter_fn(move |meta| match *meta.level() {
-        Level::DEBUG => debug,
-        Level::TRACE => trace,
-        _ => true,
-    })
-    .with_max_level_hint(max_level(cfg))
+/// Changes the levels in force (a configuration reload): debug, trace. Callsites are
+/// re-evaluated, so switching trace off costs nothing on the hot paths afterwards.
+pub fn set_levels(cfg: &LogConfig) -> Result<(), String> {
+    match LEVELS.get() {
+        Some(handle) => handle.reload(Levels::of(cfg)).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
 }
 
-/// The most verbose level `cfg` lets through.
-fn max_level(cfg: &LogConfig) -> LevelFilter {
-    match (cfg.debug, cfg.trace) {
+static LEVELS: OnceLock<reload::Handle<Levels, Registry>> = OnceLock::new();
+
+/// Lets debug events through only with `debug`, trace events only with `trace` (independent
+/// switches, as in nats-server).
+#[derive(Debug, Clone, Copy)]
+struct Levels {
+    debug: bool,
+    trace: bool,
+}
+
+impl Levels {
+    fn of(cfg: &LogConfig) -> Levels {
+        Levels {
+            debug: cfg.debug,
+            trace: cfg.trace,
+        }
+    }
+
+    fn allows(&self, level: &Level) -> bool {
+        match *level {
+            Level::DEBUG => self.debug,
+            Level::TRACE => self.trace,
+            _ => true,
+        }
+    }
+}
+
+impl<S> Filter<S> for Levels {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        self.allows(meta.level())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.allows(meta.level()) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(max_level(self.debug, self.trace))
+    }
+}
+
+/// The most verbose level the switches let through.
+fn max_level(debug: bool, trace: bool) -> LevelFilter {
+    match (debug, trace) {
         (_, true) => LevelFilter::TRACE,
         (true, false) => LevelFilter::DEBUG,
         (false, false) => LevelFilter::INFO,
@@ -376,7 +425,7 @@ mod tests {
         let layer = tracing_subscriber::fmt::layer()
             .event_format(LineFormat::new(cfg))
             .with_writer(move || writer.clone())
-            .with_filter(level_filter(cfg));
+            .with_filter(Levels::of(cfg));
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
         let bytes = sink.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
@@ -511,13 +560,8 @@ mod tests {
 
     #[test]
     fn levels() {
-        let cfg = |debug, trace| LogConfig {
-            debug,
-            trace,
-            ..LogConfig::default()
-        };
-        assert_eq!(max_level(&cfg(false, false)), LevelFilter::INFO);
-        assert_eq!(max_level(&cfg(true, false)), LevelFilter::DEBUG);
-        assert_eq!(max_level(&cfg(false, true)), LevelFilter::TRACE);
+        assert_eq!(max_level(false, false), LevelFilter::INFO);
+        assert_eq!(max_level(true, false), LevelFilter::DEBUG);
+        assert_eq!(max_level(false, true), LevelFilter::TRACE);
     }
 }

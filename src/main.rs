@@ -73,7 +73,9 @@ fn run(options: &Options) -> ExitCode {
         Ok(config) => config,
         Err(message) => return exit(Err(message)),
     };
-    match serve(config) {
+    let options = options.clone();
+    let reloader: natter::server::Reloader = Box::new(move || load_config(&options));
+    match serve(config, reloader) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err}");
@@ -99,12 +101,12 @@ fn start_logging(options: &Options) -> Result<Config, String> {
 }
 
 /// Runs the server on a multi-threaded tokio runtime.
-fn serve(config: Config) -> std::io::Result<()> {
+fn serve(config: Config, reloader: natter::server::Reloader) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.spawn(reopen_log_on_sigusr1());
-    runtime.block_on(natter::server::run(config))
+    runtime.block_on(natter::server::run(config, reloader))
 }
 
 /// Reopens the log file on each SIGUSR1 (`-sl reopen`), logging as nats-server does.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -183,7 +183,10 @@ pub struct SubSnapshot {
 /// A named user's side of a connection.
 #[derive(Debug)]
 struct UserState {
-    permissions: Option<Arc<Permissions>>,
+    /// Replaced when a configuration reload changes the user's permissions.
+    permissions: RwLock<Option<Arc<Permissions>>>,
+    /// Bumped on each replacement, so the connection's own copy can notice cheaply.
+    version: AtomicU64,
     /// Reply subjects this client may answer (`allow_responses`).
     responses: Mutex<Responses>,
     user: Option<String>,
@@ -278,7 +281,8 @@ impl Client {
         let _ = self.account.set(account);
         if permissions.is_some() || user.is_some() {
             let _ = self.identity.set(Box::new(UserState {
-                permissions,
+                permissions: RwLock::new(permissions),
+                version: AtomicU64::new(0),
                 responses: Mutex::new(Responses::default()),
                 user,
             }));
@@ -286,8 +290,31 @@ impl Client {
     }
 
     /// The client's permissions, when restricted.
-    pub fn permissions(&self) -> Option<&Arc<Permissions>> {
-        self.identity.get()?.permissions.as_ref()
+    pub fn permissions(&self) -> Option<Arc<Permissions>> {
+        let state = self.identity.get()?;
+        state
+            .permissions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes since the connection authenticated: see [`Client::set_permissions`].
+    pub fn permissions_version(&self) -> u64 {
+        self.identity
+            .get()
+            .map_or(0, |s| s.version.load(Ordering::Acquire))
+    }
+
+    /// Replaces the permissions of a client with a user (a configuration reload changed them);
+    /// false for a client without one.
+    pub fn set_permissions(&self, permissions: Option<Arc<Permissions>>) -> bool {
+        let Some(state) = self.identity.get() else {
+            return false;
+        };
+        *state.permissions.write().unwrap_or_else(|e| e.into_inner()) = permissions;
+        state.version.fetch_add(1, Ordering::Release);
+        true
     }
 
     /// The authenticated user name, if any.

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
@@ -46,7 +46,7 @@ pub enum Stop {
 /// registry lists connections, the counters count.
 pub struct ServerState {
     /// The validated configuration the server runs with.
-    pub config: Config,
+    config: RwLock<Arc<Config>>,
     /// The server id (an nkey-shaped random name, as nats-server makes).
     pub id: String,
     /// The server name: configured, else the id.
@@ -56,9 +56,9 @@ pub struct ServerState {
     /// Every account, each with its own routing table.
     pub accounts: Accounts,
     /// Checks credentials.
-    pub auth: Authenticator,
+    auth: RwLock<Arc<Authenticator>>,
     /// TLS, when configured.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// System events (connects, disconnects, authentication failures).
     pub events: crate::events::Events,
     /// JetStream, when enabled (set once, as the server binds).
@@ -148,19 +148,32 @@ impl Security {
             }
             None => Accounts::from_config(&sec.accounts).map_err(|e| e.0)?,
         };
-        let mut auth = Authenticator::new(sec, &accounts)?;
+        let (mut auth, tls) = Security::auth_and_tls(config, &accounts)?;
         if sec.auth_timeout.is_none() {
             auth.timeout = config.auth_timeout;
         }
-        let tls = match &sec.tls {
-            Some(t) => Some(crate::tls::server_config(t).map_err(|e| e.to_string())?),
-            None => None,
-        };
         Ok(Security {
             accounts,
             auth,
             tls,
         })
+    }
+}
+
+impl Security {
+    /// The credential checks and TLS `config` asks for, over existing `accounts` (also what a
+    /// configuration reload rebuilds).
+    pub fn auth_and_tls(
+        config: &Config,
+        accounts: &Accounts,
+    ) -> Result<(Authenticator, Option<Arc<rustls::ServerConfig>>), String> {
+        let sec = &config.security;
+        let auth = Authenticator::new(sec, accounts)?;
+        let tls = match &sec.tls {
+            Some(t) => Some(crate::tls::server_config(t).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok((auth, tls))
     }
 }
 
@@ -175,12 +188,12 @@ impl ServerState {
         ServerState {
             events: crate::events::Events::new(system),
             accounts: security.accounts,
-            auth: security.auth,
-            tls: security.tls,
+            auth: RwLock::new(Arc::new(security.auth)),
+            tls: RwLock::new(security.tls),
             name: config.server_name.clone().unwrap_or_else(|| id.clone()),
             id,
             port,
-            config,
+            config: RwLock::new(Arc::new(config)),
             jetstream: std::sync::OnceLock::new(),
             clients: DashMap::new(),
             started: Instant::now(),
@@ -197,6 +210,37 @@ impl ServerState {
         }
     }
 
+    /// The configuration in force (a reload replaces it; see [`crate::reload`]).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The credential checks in force.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// TLS in force, when configured.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts a reloaded configuration, credential checks and TLS in force for what happens next
+    /// (connections already authenticated are brought in line by [`crate::reload`]).
+    pub(crate) fn replace(
+        &self,
+        config: Config,
+        auth: Authenticator,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
+    }
+
     /// The INFO JSON for connection `client_id` from `ip`.
     pub fn info_json(&self, client_id: u64, ip: IpAddr) -> Vec<u8> {
         self.info_json_with_nonce(client_id, ip, None)
@@ -205,24 +249,25 @@ impl ServerState {
     /// The INFO JSON for connection `client_id` from `ip`, carrying `nonce` for the client to
     /// sign.
     pub fn info_json_with_nonce(&self, client_id: u64, ip: IpAddr, nonce: Option<&str>) -> Vec<u8> {
-        let tls = self.config.security.tls.as_ref();
+        let config = self.config();
+        let tls = config.security.tls.as_ref();
         let info = Info {
             server_id: &self.id,
             server_name: &self.name,
             version: COMPAT_VERSION,
             proto: 1,
-            host: &self.config.host,
+            host: &config.host,
             port: self.port,
             headers: true,
-            max_payload: self.config.max_payload,
+            max_payload: config.max_payload,
             client_id,
             client_ip: ip.to_string(),
-            auth_required: self.auth.required(),
+            auth_required: self.auth().required(),
             tls_required: tls.is_some(),
             tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
             nonce,
             ldm: self.lame_duck.load(Ordering::Relaxed),
-            jetstream: self.config.jetstream.is_some(),
+            jetstream: config.jetstream.is_some(),
             natter_version: VERSION,
         };
         serde_json::to_vec(&info).expect("INFO serializes")
@@ -239,7 +284,8 @@ impl ServerState {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
         info!(
             "cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
-            client.id, self.config.max_pending
+            client.id,
+            self.config().max_pending
         );
     }
 
@@ -322,7 +368,7 @@ impl ServerState {
         all
     }
 
-    fn clients_snapshot(&self) -> Vec<Arc<Client>> {
+    pub(crate) fn clients_snapshot(&self) -> Vec<Arc<Client>> {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 }
@@ -344,23 +390,24 @@ impl Server {
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(ServerState::new(config, addr.port(), security));
+        let config = state.config();
         info!("Starting natter");
         info!("  Version:  {VERSION} (nats-server {COMPAT_VERSION} compatible)");
         info!("  Name:     {}", state.name);
         info!("  ID:       {}", state.id);
-        if let Some(file) = &state.config.config_file {
+        if let Some(file) = &config.config_file {
             info!("Using configuration file: {}", file.display());
         }
-        if let Some(js) = &state.config.jetstream {
+        if let Some(js) = &config.jetstream {
             let bridges = crate::jetstream::start(&state, js)?;
             let _ = state.jetstream.set(bridges);
         }
-        if let Some(pid_file) = &state.config.pid_file {
+        if let Some(pid_file) = &config.pid_file {
             std::fs::write(pid_file, std::process::id().to_string())?;
         }
-        let (monitoring, monitor) = match state.config.http_port {
+        let (monitoring, monitor) = match config.http_port {
             Some(port) => {
-                let host = state.config.monitor_host();
+                let host = config.monitor_host();
                 let http = TcpListener::bind((host, port)).await?;
                 let port = http.local_addr()?.port();
                 info!("Starting http monitor on {}", display_addr(host, port));
@@ -369,17 +416,17 @@ impl Server {
             }
             None => (None, None),
         };
-        let ports_file = match &state.config.ports_file_dir {
+        let ports_file = match &config.ports_file_dir {
             Some(dir) => Some(write_ports_file(
                 dir,
-                (&state.config.host, addr.port()),
+                (&config.host, addr.port()),
                 monitoring,
             )?),
             None => None,
         };
         info!(
             "Listening for client connections on {}",
-            display_addr(&state.config.host, addr.port())
+            display_addr(&config.host, addr.port())
         );
         info!("Server is ready");
         Ok(Server {
@@ -439,7 +486,7 @@ impl Server {
         if let Some(path) = ports_file {
             let _ = std::fs::remove_file(path);
         }
-        if let Some(path) = &state.config.pid_file {
+        if let Some(path) = &state.config().pid_file {
             let _ = std::fs::remove_file(path);
         }
         if let Some(task) = monitor {
@@ -458,16 +505,17 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let state = self.state.clone();
         let id = state.next_cid.fetch_add(1, Ordering::Relaxed);
-        if state.clients.len() >= state.config.max_connections {
+        let config = state.config();
+        if state.clients.len() >= config.max_connections {
             error!("{addr} - cid:{id} - maximum connections exceeded");
             tokio::spawn(refuse(
                 stream,
                 state.info_json(id, addr.ip()),
-                state.config.write_deadline,
+                config.write_deadline,
             ));
             return;
         }
-        let config = &state.config;
+        let config = state.config();
         state.total_connections.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client::new(
             id,
@@ -513,7 +561,7 @@ async fn lame_duck(state: &Arc<ServerState>, stops: &mut mpsc::Receiver<Stop>) {
             c.wake();
         }
     }
-    let config = &state.config;
+    let config = state.config();
     let spread = config
         .lame_duck_duration
         .saturating_sub(config.lame_duck_grace_period);
@@ -547,16 +595,42 @@ async fn lame_duck(state: &Arc<ServerState>, stops: &mut mpsc::Receiver<Stop>) {
     }
 }
 
+/// Builds the configuration again for a reload: the config and the file's warnings, or why not.
+pub type Reloader = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
+
 /// Binds and serves with `config`, stopping on SIGINT/SIGTERM (shutdown) or SIGUSR2 (lame
-/// duck), as nats-server does.
-pub async fn run(config: Config) -> io::Result<()> {
+/// duck) and reloading on SIGHUP with `reloader`, as nats-server does.
+pub async fn run(config: Config, reloader: Reloader) -> io::Result<()> {
     let server = Server::bind(config).await?;
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(forward_signals(tx));
+    tokio::spawn(forward_signals(tx, server.state().clone(), reloader));
     server.serve(rx).await
 }
 
-async fn forward_signals(tx: mpsc::Sender<Stop>) -> io::Result<()> {
+/// A SIGHUP: read the configuration again and put it in force, or say why not.
+fn reload(state: &ServerState, reloader: &Reloader) {
+    let result = reloader().and_then(|(config, warnings)| {
+        for w in &warnings {
+            warn!("{w}");
+        }
+        crate::reload::reload(state, config)
+    });
+    match result {
+        Ok(changes) => {
+            for change in changes {
+                info!("Reloaded: {change}");
+            }
+            info!("Reloaded server configuration");
+        }
+        Err(e) => error!("Failed to reload server configuration: {e}"),
+    }
+}
+
+async fn forward_signals(
+    tx: mpsc::Sender<Stop>,
+    state: Arc<ServerState>,
+    reloader: Reloader,
+) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -568,7 +642,8 @@ async fn forward_signals(tx: mpsc::Sender<Stop>) -> io::Result<()> {
             _ = term.recv() => { info!("Trapped \"terminated\" signal"); Stop::Shutdown }
             _ = usr2.recv() => Stop::LameDuck,
             _ = hup.recv() => {
-                warn!("Configuration reload is not supported yet; restart the server to apply changes");
+                info!("Trapped \"hangup\" signal");
+                reload(&state, &reloader);
                 continue;
             }
         };

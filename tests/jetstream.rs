@@ -952,7 +952,7 @@ async fn streams_messages_and_dedupe_survive_restart() {
     let store = Store(temp_dir());
     let store = &store.0;
     let created = {
-        let server = js_server(&store);
+        let server = js_server(store);
         let js = js(&server).await;
         let mut mem = config("MEM", &["mem"]);
         mem.storage = stream::StorageType::Memory;
@@ -970,7 +970,7 @@ async fn streams_messages_and_dedupe_survive_restart() {
         s.cached_info().created
         // The server is killed here (SIGKILL): only what was acknowledged counts.
     };
-    let server = js_server(&store);
+    let server = js_server(store);
     let js = js(&server).await;
     let mut s = within("get", js.get_stream("KEEP")).await.unwrap();
     let info = within("info", s.info()).await.unwrap().clone();

@@ -224,6 +224,18 @@ impl Authenticator {
         }
     }
 
+    /// A configured user's account and permissions (for bringing connected clients in line
+    /// after a reload); `None` if no such user is configured.
+    pub fn user_grant(&self, name: &str) -> Option<(&str, Option<Arc<Permissions>>)> {
+        let user = self.users.get(name)?;
+        Some((user.account.as_str(), user.permissions.clone()))
+    }
+
+    /// Whether users come from JWTs (operator mode) rather than the configuration.
+    pub fn operator_mode(&self) -> bool {
+        self.operator.is_some()
+    }
+
     fn identity_of(&self, name: &str, accounts: &Accounts) -> Result<Identity, Denied> {
         let user = self
             .users

@@ -50,7 +50,7 @@ impl JszQuery {
 /// The `/jsz` document.
 pub fn collect(state: &ServerState, q: &JszQuery) -> Value {
     let now = format::rfc3339(SystemTime::now());
-    let Some(config) = &state.config.jetstream else {
+    let Some(config) = &state.config().jetstream else {
         return json!({
             "memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
             "accounts": 0, "ha_assets": 0,

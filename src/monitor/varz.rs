@@ -103,7 +103,7 @@ impl KindCounts {
 impl Varz {
     /// The document as of now.
     pub fn collect(state: &ServerState, monitor: &Monitor) -> Varz {
-        let config = &state.config;
+        let config = state.config();
         let totals = state.totals();
         let now = SystemTime::now();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
