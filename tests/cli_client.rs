@@ -1,4 +1,4 @@
-//! The client subcommands (`natter pub/sub/req/reply/server check`), run as the real binary
+//! The client subcommands (`natter pub/sub/req/reply/server check/stream`), run as the real binary
 //! against the harness's server. The client is always natter's own binary; the server is
 //! whatever the harness starts (natter, or nats-server through `NATTER_TEST_SERVER`).
 
@@ -259,6 +259,95 @@ fn req_times_out_when_nobody_answers() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no reply"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn stream_add_ls_info_view_rm() {
+    let store = common::temp_dir();
+    let server = Server::start_with(None, &["-js", "-sd", store.to_str().unwrap()]);
+    let url = server.url();
+    let ok = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-s", &url]);
+        let out = run(&mut client(&all));
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = ok(&[
+        "stream",
+        "add",
+        "ORDERS",
+        "--subjects",
+        "orders.>",
+        "--max-msgs",
+        "100",
+    ]);
+    assert!(shown.starts_with("Stream ORDERS was created"), "{shown}");
+    assert!(shown.contains("Subjects: orders.>"), "{shown}");
+    assert!(shown.contains("Maximum Messages: 100"), "{shown}");
+
+    ok(&["pub", "orders.1", "first", "-H", "k:v"]);
+    ok(&["pub", "orders.2", "second", "--count", "2"]);
+    let listed = ok(&["stream", "ls"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("ORDERS"))
+        .expect(&listed);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[..3], ["ORDERS", "orders.>", "3"], "{listed}");
+    assert_eq!(ok(&["stream", "ls", "--names"]), "ORDERS\n");
+
+    let info = ok(&["stream", "info", "ORDERS"]);
+    assert!(info.contains("Messages: 3"), "{info}");
+    assert!(info.contains("Last Sequence: 3"), "{info}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["stream", "info", "ORDERS", "--json"])).unwrap();
+    assert_eq!(json["state"]["messages"], 3);
+
+    let view = ok(&["stream", "view", "ORDERS", "-n", "2"]);
+    assert!(
+        view.starts_with("[1] Subject: orders.1 Received: "),
+        "{view}"
+    );
+    assert!(view.contains("k: v\n\nfirst\n"), "{view}");
+    assert!(view.contains("[2] Subject: orders.2"), "{view}");
+    assert!(!view.contains("[3]"), "{view}");
+    assert_eq!(
+        ok(&["stream", "view", "ORDERS", "--raw", "--id", "2"]),
+        "second\nsecond\n"
+    );
+
+    let refused = run(&mut client(&["stream", "rm", "ORDERS", "-s", &url]));
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("confirm with -f"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        ok(&["stream", "rm", "ORDERS", "-f"]),
+        "Deleted stream ORDERS\n"
+    );
+    assert_eq!(ok(&["stream", "ls"]), "No streams defined\n");
+    let missing = run(&mut client(&["stream", "info", "ORDERS", "-s", &url]));
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("stream not found"),
+        "{}",
+        text(&missing)
+    );
+}
+
+#[test]
+fn stream_commands_say_when_jetstream_is_off() {
+    let server = Server::start();
+    let out = run(&mut client(&["stream", "ls", "-s", &server.url()]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("JetStream is not enabled"),
         "{}",
         text(&out)
     );

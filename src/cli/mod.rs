@@ -1,11 +1,13 @@
 //! Client subcommands of the natter binary, for telnet-style debugging: `natter pub`, `sub`,
-//! `req` (`request`), `reply` and `server check`, spelled as the `nats` CLI spells them.
+//! `req` (`request`), `reply`, `server check` and `stream ls|info|add|rm|view`, spelled as the
+//! `nats` CLI spells them.
 //!
 //! They talk to any NATS server through the small blocking client in [`conn`]. `main` hands
 //! over here only when the first argument is one of [`SUBCOMMANDS`]; every other command line is
 //! the nats-server-compatible server's.
 
 pub mod conn;
+mod stream;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -18,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use conn::{parse_header_arg, Conn, ConnectOptions, Headers, Msg, NkeyAuth, TlsOptions};
 
 /// First arguments that select a client subcommand instead of the server.
-pub const SUBCOMMANDS: &[&str] = &["pub", "sub", "req", "request", "reply", "server"];
+pub const SUBCOMMANDS: &[&str] = &["pub", "sub", "req", "request", "reply", "server", "stream"];
 
 /// Whether `arg` (the first command-line argument) selects a client subcommand.
 pub fn is_subcommand(arg: &str) -> bool {
@@ -109,6 +111,9 @@ enum ClientCommand {
     /// Server checks
     #[command(subcommand)]
     Server(ServerCommand),
+    /// JetStream streams: ls, info, add, rm, view
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +225,7 @@ fn execute(cli: Cli) -> Result<(), String> {
         ClientCommand::Req(args) => request(&opts, &args),
         ClientCommand::Reply(args) => reply(&opts, &args),
         ClientCommand::Server(ServerCommand::Check(args)) => check(&opts, &args),
+        ClientCommand::Stream(command) => stream::run(&opts, &command),
     }
 }
 

@@ -75,6 +75,7 @@ Common Options:
 Client Subcommands (natter <subcommand> --help for their options):
     pub, sub, req, reply             Publish, subscribe, request, reply, like the nats CLI
     server check                     Check that a server answers
+    stream ls|info|add|rm|view       JetStream streams (-js servers)
 ";
 
 /// Flags natter accepts but does not implement: `(long name, other spellings, takes a value)`.
