@@ -37,9 +37,6 @@ const QUEUE_JOBS: usize = 65_536;
 /// Bytes of payload waiting for the JetStream thread, at most (as for [`QUEUE_JOBS`]).
 const QUEUE_BYTES: u64 = 256 << 20;
 
-/// `NATS/1.0 503` with no body: what a requester gets when nothing answers.
-const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
-
 /// JetStream, plugged into the core.
 pub struct Bridge {
     js: JetStream,
@@ -277,7 +274,7 @@ impl Bridge {
                     bridge.resync();
                 }
                 if let Some(to) = job.reply {
-                    bridge.respond(&to, reply_body);
+                    bridge.respond(&to, &job.subject, reply_body);
                 }
             });
         } else {
@@ -297,7 +294,9 @@ impl Bridge {
         }
     }
 
-    fn respond(&self, to: &[u8], reply: ApiReply) {
+    /// Sends `reply` to `to`; `subject` is the request's (a 503 names it, as the core's
+    /// no-responders status does).
+    fn respond(&self, to: &[u8], subject: &str, reply: ApiReply) {
         match reply {
             ApiReply::Json(body) => self.send(to, 0, &body),
             ApiReply::Msg { headers, payload } => {
@@ -306,7 +305,10 @@ impl Bridge {
                 all.extend_from_slice(&payload);
                 self.send(to, header_len, &all);
             }
-            ApiReply::NoResponse => self.send(to, NO_RESPONDERS.len(), NO_RESPONDERS),
+            ApiReply::NoResponse => {
+                let status = crate::proto::encode::status_headers(503, subject.as_bytes());
+                self.send(to, status.len(), &status);
+            }
         }
     }
 
