@@ -154,7 +154,7 @@ fn pin_current_thread(cpus: Option<&str>) -> Result<()> {
 }
 
 /// p50, p90, p99 and p99.9 of round-trip times in nanoseconds, in microseconds.
-fn percentiles(rtts: &mut [u64]) -> [f64; 4] {
+pub fn percentiles(rtts: &mut [u64]) -> [f64; 4] {
     rtts.sort_unstable();
     [0.5, 0.9, 0.99, 0.999].map(|q| {
         let rank = ((q * rtts.len() as f64).ceil() as usize).clamp(1, rtts.len());

@@ -8,11 +8,13 @@
 //! `make bench`, or `cargo bench --bench side_by_side -- --natter PATH --nats-server PATH
 //! [--nats-server-old PATH] [--rounds 3] [--scale 1.0] [--only pub_16b,reqreply] [--flood]`
 //! (`--flood` turns off the publishers' flow control, see `client::Window`).
-//! Without `--bench` (as `cargo test --all-targets` runs it) it only checks its own byte
-//! accounting, in a fraction of a second.
+//! Without `--bench` (as `cargo test --all-targets` runs it) it checks its own byte accounting
+//! and frame parsing, then runs each JetStream scenario once with a few dozen messages (the
+//! debug natter, and nats-server when found), in about a second.
 
 mod client;
 mod idle;
+mod jetstream;
 mod latency;
 mod report;
 mod routing;
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Options> {
     }
     options.binaries.push(Binary::probe(&natter, "natter"));
     options.binaries[0].label = "natter".to_string();
+    options.binaries[0].natter = true;
     options
         .binaries
         .extend(current.map(|p| Binary::probe(&p, "nats-server")));
@@ -90,9 +93,9 @@ fn raise_fd_limit() -> Result<u64> {
     Ok(hard)
 }
 
-/// Runs every selected scenario `rounds` times per binary, alternating binaries.
-fn measure(options: &Options) -> Results {
-    let scenarios: Vec<_> = scenarios::all(
+/// The scenarios the options select.
+fn selected(options: &Options) -> Vec<scenarios::Scenario> {
+    scenarios::all(
         options.scale,
         (!options.flood).then_some(scenarios::MAX_LAG),
     )
@@ -103,16 +106,29 @@ fn measure(options: &Options) -> Results {
             .as_ref()
             .is_none_or(|only| only.iter().any(|o| o == s.name))
     })
-    .collect();
+    .collect()
+}
+
+/// Runs every scenario `rounds` times per binary, alternating binaries. A scenario whose other
+/// servers' runs are those of another selected scenario (`others_from`) runs natter only.
+fn measure(binaries: &[Binary], rounds: usize, scenarios: Vec<scenarios::Scenario>) -> Results {
+    let shared_from = |scenario: &scenarios::Scenario| {
+        let from = scenario.others_from?;
+        scenarios.iter().position(|s| s.name == from)
+    };
+    let shared: Vec<Option<usize>> = scenarios.iter().map(shared_from).collect();
     let mut results = Results {
-        runs: vec![vec![Vec::new(); options.binaries.len()]; scenarios.len()],
+        runs: vec![vec![Vec::new(); binaries.len()]; scenarios.len()],
         scenarios,
-        binaries: options.binaries.clone(),
+        binaries: binaries.to_vec(),
         failures: Vec::new(),
     };
-    for round in 1..=options.rounds {
+    for round in 1..=rounds {
         for (s, scenario) in results.scenarios.iter().enumerate() {
-            for (b, binary) in options.binaries.iter().enumerate() {
+            for (b, binary) in binaries.iter().enumerate() {
+                if b > 0 && shared[s].is_some() {
+                    continue;
+                }
                 match scenarios::run(scenario, binary) {
                     Ok(sample) => {
                         eprintln!(
@@ -135,7 +151,37 @@ fn measure(options: &Options) -> Results {
             }
         }
     }
+    for (s, from) in shared.iter().enumerate() {
+        if let Some(from) = *from {
+            for b in 1..binaries.len() {
+                results.runs[s][b] = results.runs[from][b].clone();
+            }
+        }
+    }
     results
+}
+
+/// The smoke test `cargo test` runs: every JetStream scenario once, with a few messages.
+fn smoke(options: &Options) -> ExitCode {
+    let scenarios = scenarios::all(1.0, None)
+        .into_iter()
+        .filter_map(|mut s| match s.load {
+            scenarios::Load::JsPublish { in_flight, .. } => {
+                s.count = if in_flight > 1 { 600 } else { 8 };
+                Some(s)
+            }
+            _ => None,
+        })
+        .collect();
+    let results = measure(&options.binaries, 1, scenarios);
+    if !results.failures.is_empty() {
+        eprintln!(
+            "side_by_side: smoke run FAILED:\n{}",
+            results.failures.join("\n")
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// One progress line.
@@ -171,7 +217,11 @@ fn main() -> ExitCode {
     };
     if !options.bench {
         client::self_check();
-        println!("side_by_side: self-check passed; run the benchmark with `make bench`");
+        jetstream::self_check();
+        if smoke(&options) == ExitCode::FAILURE {
+            return ExitCode::FAILURE;
+        }
+        println!("side_by_side: self-check and JetStream smoke run passed; run the benchmark with `make bench`");
         return ExitCode::SUCCESS;
     }
     match raise_fd_limit() {
@@ -182,7 +232,7 @@ fn main() -> ExitCode {
     for binary in &options.binaries {
         eprintln!("{}: {}", binary.label, display(&binary.path));
     }
-    let results = measure(&options);
+    let results = measure(&options.binaries, options.rounds, selected(&options));
     println!(
         "\n{}\n{}\n{}",
         results.table(),

@@ -64,7 +64,7 @@ fn metrics(load: Load) -> Vec<Metric> {
         )
     };
     match load {
-        Load::RequestReply(_) => vec![
+        Load::RequestReply(_) | Load::JsPublish { in_flight: 1, .. } => vec![
             latency("p50 µs", 0),
             latency("p90 µs", 1),
             latency("p99 µs", 2),
@@ -120,8 +120,24 @@ impl Results {
             "Medians of the rounds. Ratio > 1 means natter is better: natter/other for msgs/s, \
              other/natter for latency, CPU seconds and memory. msgs/s counts messages published \
              (fan-out delivers each 4 or 16 times, wildcard 3 times); MB/s is their payload; \
-             server CPU s is for the same fixed work on every server.\n\n| scenario |",
+             server CPU s is for the same fixed work on every server.\n\n",
         );
+        if self
+            .scenarios
+            .iter()
+            .any(|s| matches!(s.load, Load::JsPublish { .. }))
+        {
+            out += "JetStream: publish with ack to a file-storage stream, one connection, each \
+                    publish with its own reply subject; p50… is the publish-to-ack round trip. \
+                    The other servers run their defaults: nats-server acks before fsync and \
+                    fsyncs every 2 min. \"natter fsyncs before ack\" is natter's default \
+                    (sync_interval: always): it acks only after fdatasync, with group commit \
+                    (one fdatasync for every publish pending), so one at a time a round trip \
+                    includes a whole fsync. \"natter syncs every 2 min\" is natter with \
+                    sync_interval: \"2m\", nats-server's guarantee; both rows compare against \
+                    the same runs of the other servers.\n\n";
+        }
+        out += "| scenario |";
         for (i, binary) in self.binaries.iter().enumerate() {
             out += &format!(" {} |", binary.label);
             if i > 0 {
@@ -216,7 +232,7 @@ fn machine_line(scenario: &Scenario, binary: &Binary, samples: &[Sample]) -> Str
         m(|s| s.other_cpu),
         m(|s| s.elapsed.as_secs_f64()),
     );
-    if let Load::RequestReply(_) = scenario.load {
+    if samples.iter().any(|s| s.latency_us.is_some()) {
         for (i, name) in ["p50_us", "p90_us", "p99_us", "p999_us"].iter().enumerate() {
             let value = median(samples, |s| latency(s, i));
             line += &format!(" {name}={value:.1}");

@@ -1,5 +1,6 @@
 //! The scenarios, what one run of one of them measures ([`Sample`]), and the throughput runs:
 //! pub-only and every publisher/subscriber shape (1:1, fan-out, fan-in, queue group).
+//! JetStream publishing lives in `jetstream.rs`, request/reply in `latency.rs`.
 
 use std::net::TcpStream;
 use std::sync::Barrier;
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::{drain, msg_frame_len, payload, pub_frame, Conn, Expected, PubBatch, Window};
 use crate::latency::Pin;
-use crate::server::{cpu_secs, machine_busy_secs, Binary, Server};
-use crate::{idle, latency, routing, Result};
+use crate::server::{cpu_secs, machine_busy_secs, Binary, Jetstream, Server};
+use crate::{idle, jetstream, latency, routing, Result};
 
 /// How long one scenario run may take before it fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +32,12 @@ pub enum Load {
     Wildcard,
     /// Many idle connections with one subscription each; memory per connection.
     Idle,
+    /// JetStream publishes to a file stream, each acked, at most `in_flight` unacked; with one,
+    /// round-trip latency. `jetstream` says how natter syncs; the others run their defaults.
+    JsPublish {
+        in_flight: usize,
+        jetstream: Jetstream,
+    },
 }
 
 /// One scenario: a name for machine-readable lines, a title for the table, the load and its size.
@@ -44,19 +51,28 @@ pub struct Scenario {
     pub count: u64,
     /// Most bytes a subscriber may fall behind before publishers wait; `None` floods.
     pub max_lag: Option<u64>,
+    /// A scenario with the same load for every server but natter, whose runs of the other
+    /// servers this one reports rather than repeating them (when both are selected).
+    pub others_from: Option<&'static str>,
 }
 
 /// The default flow-control window: far below the 64 MiB `max_pending` of both servers.
 pub const MAX_LAG: u64 = 8 << 20;
 
 /// Every scenario, sized at `scale` 1 for about 1 s of load on natter and 2–5 s on nats-server
-/// 2.15 on a two-core machine. The size is fixed, not timed, so CPU seconds compare directly.
+/// 2.15 on a two-core machine (JetStream: 1–3 s). The size is fixed, not timed, so CPU seconds
+/// compare directly.
 pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
     let pubsub = |publishers, subscribers, queue| Load::PubSub {
         publishers,
         subscribers,
         queue,
     };
+    let js = |in_flight, jetstream| Load::JsPublish {
+        in_flight,
+        jetstream,
+    };
+    let (always, interval) = (Jetstream::Default, Jetstream::NatterInterval);
     #[rustfmt::skip]
     let table = [
         ("pub_16b", "pub-only 16 B", Load::PubOnly, 16, 15e6, 1),
@@ -67,9 +83,17 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
         ("fanin_4_1", "fan-in 4:1 16 B", pubsub(4, 1, false), 16, 5e6, 4),
         ("queue_1_4", "queue group 1:4 16 B", pubsub(1, 4, true), 16, 4.5e6, 1),
         ("reqreply", "request/reply 16 B, one CPU", Load::RequestReply(Pin::SameCpu), 16, 40e3, 1),
-        ("reqreply_2cpu", "request/reply 16 B, two CPUs", Load::RequestReply(Pin::SplitCpus), 16, 4e3, 1),
+        ("reqreply_2cpu", "request/reply 16 B, two CPUs", Load::RequestReply(Pin::SplitCpus), 16, 8e3, 1),
         ("wildcard", "wildcard routing 16 B", Load::Wildcard, 16, 9e5, routing::SUBJECTS),
         ("idle_10k", "10,000 idle connections", Load::Idle, 0, 10e3, 1),
+        ("js_pub_16b", "JetStream pub 16 B, 256 in flight, natter fsyncs before ack (nats-server: no)", js(IN_FLIGHT, always), 16, 4e5, 1),
+        ("js_pub_16b_2m", "JetStream pub 16 B, 256 in flight, natter syncs every 2 min (as nats-server)", js(IN_FLIGHT, interval), 16, 4e5, 1),
+        ("js_pub_1k", "JetStream pub 1 KiB, 256 in flight, natter fsyncs before ack (nats-server: no)", js(IN_FLIGHT, always), 1024, 2e5, 1),
+        ("js_pub_1k_2m", "JetStream pub 1 KiB, 256 in flight, natter syncs every 2 min (as nats-server)", js(IN_FLIGHT, interval), 1024, 2e5, 1),
+        ("js_rtt_16b", "JetStream pub 16 B one at a time, natter fsyncs before ack (nats-server: no)", js(1, always), 16, 8e3, 1),
+        ("js_rtt_16b_2m", "JetStream pub 16 B one at a time, natter syncs every 2 min (as nats-server)", js(1, interval), 16, 8e3, 1),
+        ("js_rtt_1k", "JetStream pub 1 KiB one at a time, natter fsyncs before ack (nats-server: no)", js(1, always), 1024, 8e3, 1),
+        ("js_rtt_1k_2m", "JetStream pub 1 KiB one at a time, natter syncs every 2 min (as nats-server)", js(1, interval), 1024, 8e3, 1),
     ];
     table
         .into_iter()
@@ -78,6 +102,13 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
                 Load::Idle => count as u64,
                 _ => ((count * scale) as u64 / multiple).max(1) * multiple,
             };
+            let others_from = match load {
+                Load::JsPublish {
+                    jetstream: Jetstream::NatterInterval,
+                    ..
+                } => name.strip_suffix("_2m"),
+                _ => None,
+            };
             Scenario {
                 name,
                 title,
@@ -85,10 +116,14 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
                 payload,
                 count,
                 max_lag,
+                others_from,
             }
         })
         .collect()
 }
+
+/// Publishes a JetStream publisher keeps unacknowledged in the throughput scenarios.
+pub const IN_FLIGHT: usize = 256;
 
 /// What one run measured.
 #[derive(Clone, Debug, Default)]
@@ -133,7 +168,11 @@ pub fn run(scenario: &Scenario, binary: &Binary) -> Result<Sample> {
         Load::RequestReply(pin) => pin.server_cpus(),
         _ => None,
     };
-    let mut server = Server::start(binary, cpus)?;
+    let js = match scenario.load {
+        Load::JsPublish { jetstream, .. } => Some(jetstream),
+        _ => None,
+    };
+    let mut server = Server::start(binary, cpus, js)?;
     let server = &mut server;
     let result = match scenario.load {
         Load::PubOnly => pub_only(server, scenario),
@@ -145,6 +184,7 @@ pub fn run(scenario: &Scenario, binary: &Binary) -> Result<Sample> {
         Load::RequestReply(pin) => latency::run(server, scenario, pin),
         Load::Wildcard => routing::run(server, scenario),
         Load::Idle => idle::run(server, scenario),
+        Load::JsPublish { in_flight, .. } => jetstream::run(server, scenario, in_flight),
     };
     result.map_err(|e| format!("{e}\n  server log (last lines):\n{}", server.stderr_tail()).into())
 }

@@ -13,6 +13,8 @@ use crate::Result;
 pub struct Binary {
     pub label: String,
     pub path: PathBuf,
+    /// natter rather than a reference server (it alone gets [`Jetstream::NatterInterval`]).
+    pub natter: bool,
 }
 
 impl Binary {
@@ -32,6 +34,7 @@ impl Binary {
         Binary {
             label,
             path: path.to_path_buf(),
+            natter: false,
         }
     }
 
@@ -41,17 +44,37 @@ impl Binary {
     }
 }
 
-/// A running server process; killed and reaped on drop.
+/// How a server runs JetStream, with file storage in a fresh store directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jetstream {
+    /// `-js -sd DIR`, the server's own defaults: natter fsyncs before it acks
+    /// (`sync_interval: always`); nats-server acks at once and fsyncs every two minutes.
+    Default,
+    /// natter with `jetstream { sync_interval: "2m" }`, nats-server's default; other servers
+    /// run with their defaults, as for [`Jetstream::Default`].
+    NatterInterval,
+}
+
+/// A running server process; killed and reaped on drop, its directories removed.
 pub struct Server {
     child: Child,
     dir: PathBuf,
+    /// The JetStream store directory, if any (on disk, not in the temporary directory, which
+    /// may be a tmpfs where an fsync costs nothing).
+    store: Option<PathBuf>,
     pub port: u16,
 }
 
 impl Server {
-    /// Starts `binary` on 127.0.0.1 with a random port, optionally pinned to `cpus` by `taskset`.
-    pub fn start(binary: &Binary, cpus: Option<&str>) -> Result<Server> {
+    /// Starts `binary` on 127.0.0.1 with a random port, optionally pinned to `cpus` by `taskset`
+    /// and with JetStream.
+    pub fn start(
+        binary: &Binary,
+        cpus: Option<&str>,
+        jetstream: Option<Jetstream>,
+    ) -> Result<Server> {
         let dir = temp_dir()?;
+        let store = jetstream.map(|_| store_dir()).transpose()?;
         let mut cmd = match cpus {
             Some(cpus) => {
                 let mut cmd = Command::new("taskset");
@@ -65,10 +88,22 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr"))?);
+        if let (Some(mode), Some(store)) = (jetstream, &store) {
+            if mode == Jetstream::NatterInterval && binary.natter {
+                let conf = dir.join("jetstream.conf");
+                let store = serde_json::to_string(&store.to_string_lossy())?;
+                let text = format!("jetstream {{ store_dir: {store}, sync_interval: \"2m\" }}\n");
+                std::fs::write(&conf, text)?;
+                cmd.arg("-c").arg(conf);
+            } else {
+                cmd.args(["-js", "-sd"]).arg(store);
+            }
+        }
         let child = cmd.spawn()?;
         let mut server = Server {
             child,
             dir,
+            store,
             port: 0,
         };
         server.port = server.wait_for_port()?;
@@ -136,6 +171,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
     }
 }
 
@@ -194,9 +232,18 @@ fn read_ports_file(dir: &Path, suffix: &str) -> Option<u16> {
 
 /// A fresh directory for one server's ports file and log.
 fn temp_dir() -> Result<PathBuf> {
+    fresh_dir(&std::env::temp_dir())
+}
+
+/// A fresh JetStream store directory under the target directory's `tmp`.
+fn store_dir() -> Result<PathBuf> {
+    fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")))
+}
+
+fn fresh_dir(parent: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("natter-bench-{}-{n}", std::process::id()));
+    let dir = parent.join(format!("natter-bench-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
