@@ -467,6 +467,33 @@ fn jsz_counts_streams_and_messages() {
         .get("config")
         .is_none());
     assert_eq!(get(&addr, "/jsz?streams=maybe").status, 400);
+
+    if common::is_natter() {
+        // nats-server needs prometheus-nats-exporter for this; natter serves it itself.
+        let samples = scrape(&addr, "/metrics");
+        let stream = |name: &str| {
+            samples
+                .iter()
+                .find(|(k, _)| {
+                    k.starts_with(&format!("jetstream_stream_{name}{{"))
+                        && k.contains("stream_name=\"ORDERS\"")
+                })
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("no jetstream_stream_{name}: {samples:?}"))
+        };
+        assert_eq!(stream("total_messages"), 3.0);
+        assert_eq!(stream("last_seq"), 3.0);
+        assert!(stream("total_bytes") > 15.0);
+        let server = |name: &str| {
+            samples
+                .iter()
+                .find(|(k, _)| k.starts_with(&format!("{name}{{")))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(server("jetstream_server_total_streams"), Some(1.0));
+        assert_eq!(server("jetstream_server_total_messages"), Some(3.0));
+        assert_eq!(server("jetstream_server_jetstream_disabled"), Some(0.0));
+    }
 }
 
 #[test]

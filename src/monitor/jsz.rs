@@ -27,6 +27,16 @@ pub struct JszQuery {
 }
 
 impl JszQuery {
+    /// Everything: accounts and their streams (what `/metrics` exports).
+    pub fn everything() -> JszQuery {
+        JszQuery {
+            accounts: true,
+            streams: true,
+            config: false,
+            account: None,
+        }
+    }
+
     /// Reads `accounts`, `streams`, `config` and `acc` (one account's detail only).
     pub fn parse(query: &Query) -> Result<JszQuery, BadRequest> {
         let streams = query.bool("streams")?;

@@ -99,6 +99,7 @@ pub fn collect(state: &ServerState, monitor: &Monitor, query: &MetricsQuery) -> 
     for (key, value) in [("server_id", &state.id), ("server_name", &state.name)] {
         out.add("routez", key, Kind::Gauge, &[("value", value)], Num::Int(1));
     }
+    jetstream(&mut out, state);
     out.add("healthz", "status", Kind::Gauge, &[], Num::Int(0));
     out.add(
         "healthz",
@@ -135,6 +136,93 @@ fn flatten(out: &mut Exposition, subsystem: &str, path: &[&str], value: &Value) 
 
 fn millis<Tz: chrono::TimeZone>(t: DateTime<Tz>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+/// `/jsz` the way prometheus-nats-exporter's `-jsz=all` exports it: server totals
+/// (`jetstream_server_*`) and one series per stream (`jetstream_stream_*`, labelled with
+/// `account` and `stream_name`).
+fn jetstream(out: &mut Exposition, state: &ServerState) {
+    let jsz = super::jsz::collect(state, &super::jsz::JszQuery::everything());
+    let n = |v: &Value| v.as_u64().map_or(Num::Int(0), Num::Int);
+    let disabled = jsz["disabled"].as_bool().unwrap_or(false);
+    let server = [
+        (
+            "jetstream_disabled",
+            Num::Int(u64::from(disabled)),
+            "1 when JetStream is off",
+        ),
+        (
+            "total_streams",
+            n(&jsz["streams"]),
+            "Streams in every account",
+        ),
+        (
+            "total_consumers",
+            n(&jsz["consumers"]),
+            "Consumers in every account",
+        ),
+        (
+            "total_messages",
+            n(&jsz["messages"]),
+            "Messages stored in every stream",
+        ),
+        (
+            "total_message_bytes",
+            n(&jsz["bytes"]),
+            "Bytes stored in every stream",
+        ),
+        (
+            "max_memory",
+            Num::Int(jsz["config"]["max_memory"].as_i64().unwrap_or(0).max(0) as u64),
+            "max_memory_store (0: unlimited or off)",
+        ),
+        (
+            "max_storage",
+            Num::Int(jsz["config"]["max_storage"].as_i64().unwrap_or(0).max(0) as u64),
+            "max_file_store (0: unlimited or off)",
+        ),
+    ];
+    for (name, value, help) in server {
+        out.add_named(
+            &format!("jetstream_server_{name}"),
+            help,
+            Kind::Gauge,
+            &[],
+            value,
+        );
+    }
+    for account in jsz["account_details"].as_array().into_iter().flatten() {
+        let acc = account["name"].as_str().unwrap_or_default();
+        for stream in account["stream_detail"].as_array().into_iter().flatten() {
+            let name = stream["name"].as_str().unwrap_or_default();
+            let labels = [("account", acc), ("stream_name", name)];
+            let st = &stream["state"];
+            let series = [
+                (
+                    "total_messages",
+                    n(&st["messages"]),
+                    "Messages in the stream",
+                ),
+                ("total_bytes", n(&st["bytes"]), "Bytes in the stream"),
+                ("first_seq", n(&st["first_seq"]), "First sequence stored"),
+                ("last_seq", n(&st["last_seq"]), "Last sequence stored"),
+                (
+                    "consumer_count",
+                    n(&st["consumer_count"]),
+                    "Consumers of the stream",
+                ),
+            ];
+            for (field, value, help) in series {
+                out.add_named(
+                    &format!("jetstream_stream_{field}"),
+                    help,
+                    Kind::Gauge,
+                    &labels,
+                    value,
+                );
+            }
+        }
+    }
 }
 
 /// `/subsz`'s counters (as `/subsz` with no parameters answers), plus the raw cache-hit count
