@@ -3,6 +3,8 @@ CARGO ?= cargo
 # nats-server 2.15, for running the black-box tests against the reference (make compat).
 VENV ?= .venv
 NATS_SERVER ?= $(VENV)/bin/nats-server
+# Headless Chromium for the dashboard test (Debian's package).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test compat fmt lint bench
 
@@ -12,10 +14,11 @@ run:
 	$(CARGO) run --release --bin natter -- -js -sd ./data $(ARGS)
 
 ## test: every unit, property and integration test (integration tests drive the real binary),
-## after a one-iteration smoke run of the benchmarks so they cannot rot.
-test:
+## after a one-iteration smoke run of the benchmarks so they cannot rot. The dashboard test
+## needs Chromium: installed from Debian's packages here, and required (not skipped).
+test: $(CHROMIUM)
 	$(CARGO) test --benches
-	$(CARGO) test --lib --bins --tests
+	NATTER_REQUIRE_CHROMIUM=1 CHROMIUM=$(CHROMIUM) $(CARGO) test --lib --bins --tests
 	$(CARGO) test -p natter-streams
 
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
@@ -31,6 +34,9 @@ bench: $(NATS_SERVER)
 		echo "bench: Debian nats-server 2.9 not available; comparing with 2.15 only"
 	$(CARGO) build --release
 	$(CARGO) bench --bench side_by_side -- --natter target/release/natter --nats-server $(NATS_SERVER) $(BENCH_ARGS)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
 $(NATS_SERVER):
 	python3 -m venv $(VENV)

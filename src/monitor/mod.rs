@@ -176,14 +176,10 @@ impl Routez {
 }
 
 /// `/`: links to the endpoints, for a browser.
+/// The dashboard: one self-contained page (no CDN, nothing to install) that polls `/varz`,
+/// `/connz` and `/jsz` and shows live rates, connections, top subjects, streams and consumer lag.
 fn index() -> Reply {
-    let links: String = ENDPOINTS
-        .iter()
-        .map(|e| format!("    <a href=\".{e}\">{e}</a><br>\n"))
-        .collect();
-    http::html(format!(
-        "<html lang=\"en\">\n  <head><title>natter monitoring</title></head>\n  <body>\n    \
-         <h1>natter {}</h1>\n{links}  </body>\n</html>\n",
-        crate::server::VERSION
-    ))
+    http::html(DASHBOARD.to_string())
 }
+
+const DASHBOARD: &str = include_str!("dashboard.html");
