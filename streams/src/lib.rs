@@ -14,6 +14,7 @@
 //! See `streams/README.md` for the on-disk format and the durability promise.
 
 pub mod config;
+pub mod consumer;
 pub mod errors;
 pub mod fs;
 mod jetstream;
