@@ -290,26 +290,39 @@ pub(crate) fn publish_internal(
 /// Routes a message that no connection published (server events, stream acks and
 /// deliveries) to `account`'s subscribers; false if nobody took it.
 pub fn publish_message(server: &ServerState, account: &Arc<Account>, msg: &Message<'_>) -> bool {
-    let matches = account.sublist.lookup(msg.subject);
+    publish_messages(server, account, std::slice::from_ref(msg)) > 0
+}
+
+/// Routes several server-originated messages, waking each receiving connection once at the
+/// end (so a batch of stream acks for one client leaves in one write); how many were taken.
+pub fn publish_messages(
+    server: &ServerState,
+    account: &Arc<Account>,
+    msgs: &[Message<'_>],
+) -> usize {
     let mut to_wake = Vec::new();
     let mut stall_on = None;
-    let mut out = Deliveries {
-        server,
-        account,
-        hops: 0,
-        // No connection has id 0: nothing is suppressed as an echo.
-        publisher: 0,
-        echo: true,
-        to_wake: &mut to_wake,
-        stall_on: &mut stall_on,
-        delivered: false,
-    };
-    out.deliver_all(&matches.matches, msg);
-    let delivered = out.delivered;
+    let mut taken = 0;
+    for msg in msgs {
+        let matches = account.sublist.lookup(msg.subject);
+        let mut out = Deliveries {
+            server,
+            account,
+            hops: 0,
+            // No connection has id 0: nothing is suppressed as an echo.
+            publisher: 0,
+            echo: true,
+            to_wake: &mut to_wake,
+            stall_on: &mut stall_on,
+            delivered: false,
+        };
+        out.deliver_all(&matches.matches, msg);
+        taken += usize::from(out.delivered);
+    }
     for client in to_wake {
         client.wake();
     }
-    delivered
+    taken
 }
 
 /// Serves one accepted connection until it closes.

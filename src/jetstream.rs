@@ -1,12 +1,15 @@
 //! The seam between the core and the streams crate: JetStream runs as an internal subscriber.
 //!
 //! When JetStream is enabled, the [`Bridge`] subscribes (with internal sinks, see
-//! [`crate::account::Sink`]) to `$JS.API.>` and to every stream subject in the global account.
-//! A matching publish is copied into a bounded queue and the publisher's task moves on: one
-//! dedicated thread takes jobs in arrival order (so one connection's publishes are stored in
-//! the order sent) and hands them to [`natter_streams::JetStream`], whose store writer thread
-//! does the disk work. The acknowledgement (PubAck or API reply) is awaited on the runtime and
-//! routed back like any message. Nothing on the routing path waits for a disk.
+//! [`crate::account::Sink`]) to `$JS.API.>` and to every stream subject of the account.
+//!
+//! A publish to a stream subject is admitted on the publisher's own task (checks, sequence,
+//! hand-off to the store's writer thread: memory work, never a wait for the disk), so one
+//! connection's messages are stored in the order sent. One task per account awaits every
+//! append in flight and sends the PubAcks of appends that completed together (one group
+//! commit) as a batch, waking each publisher once. API requests, which may create files and
+//! fsync metadata, go through a bounded queue to a dedicated thread. Nothing on the routing
+//! path waits for a disk.
 //!
 //! Which accounts have JetStream follows nats-server: without configured accounts, the global
 //! one; with them, each account that says `jetstream: enabled`. Every other account gets an
@@ -22,7 +25,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use natter_streams::{ApiReply, JetStream, JsConfig, Route, SyncPolicy};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use natter_streams::{ApiReply, JetStream, JsConfig, PubAckFuture, Route, SyncPolicy};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
 use crate::account::{Account, Sink};
@@ -31,10 +37,11 @@ use crate::proto::encode::Message;
 use crate::server::ServerState;
 use crate::subscription::Subscription;
 
-/// Jobs waiting for the JetStream thread; past this, publishes are dropped (with a warning)
-/// rather than letting a flood grow memory without bound.
+/// API requests waiting for the JetStream thread; past this, requests are dropped (with a
+/// warning) rather than letting a flood grow memory without bound.
 const QUEUE_JOBS: usize = 65_536;
-/// Bytes of payload waiting for the JetStream thread, at most (as for [`QUEUE_JOBS`]).
+/// Bytes of messages admitted but not yet acknowledged (durable), plus API requests queued, at
+/// most; past it, publishes are dropped (the publisher's request times out; it may retry).
 const QUEUE_BYTES: u64 = 256 << 20;
 
 /// JetStream, plugged into the core.
@@ -43,6 +50,8 @@ pub struct Bridge {
     account: Arc<Account>,
     server: Weak<ServerState>,
     jobs: SyncSender<Job>,
+    /// Appends in flight, for the acker task.
+    acks: UnboundedSender<InFlight>,
     queued_bytes: AtomicU64,
     /// The stream subjects in the order their subscriptions take precedence (see
     /// [`StreamInbox`]).
@@ -62,15 +71,19 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-/// One message for the JetStream thread.
+/// One API request for the JetStream thread.
 struct Job {
     subject: String,
     reply: Option<Bytes>,
-    /// The `NATS/1.0` header block, if the message had one.
-    headers: Option<Bytes>,
     payload: Bytes,
-    /// Set for stream publishes whose stream sends no acks.
-    no_ack: bool,
+}
+
+/// An append on its way to disk, and where its PubAck goes (`None`: nowhere, but it is awaited
+/// all the same, since completing it settles the stream's in-flight accounting).
+struct InFlight {
+    ack: PubAckFuture,
+    reply: Option<Bytes>,
+    size: u64,
 }
 
 /// The settings the streams crate runs with, from the server's `jetstream` configuration.
@@ -168,11 +181,13 @@ impl Bridge {
             );
         }
         let (jobs, rx) = sync_channel(QUEUE_JOBS);
+        let (acks, in_flight) = unbounded_channel();
         let bridge = Arc::new(Bridge {
             js,
             account: account.clone(),
             server: Arc::downgrade(server),
             jobs,
+            acks,
             queued_bytes: AtomicU64::new(0),
             routes: RwLock::new(Vec::new()),
             subs: Mutex::new(Vec::new()),
@@ -188,6 +203,7 @@ impl Bridge {
                     worker.run(job, &runtime);
                 }
             })?;
+        tokio::spawn(acker(Arc::downgrade(&bridge), in_flight));
         let api: Arc<dyn Sink> = Arc::new(ApiInbox(Arc::downgrade(&bridge)));
         // Kept for the server's lifetime: the API is there as long as JetStream is.
         let _ = bridge.account.subscribe_internal(b"$JS.API.>", api);
@@ -210,8 +226,9 @@ impl Bridge {
         self.js.close();
     }
 
-    /// Queues a message for the JetStream thread; never blocks the publisher.
-    fn submit(
+    /// Admits a publish to a stream on the publisher's task and leaves the wait for its
+    /// durability to the acker; never blocks the publisher.
+    fn publish(
         &self,
         subject: &[u8],
         reply: Option<&[u8]>,
@@ -224,13 +241,31 @@ impl Bridge {
             self.full(subject);
             return;
         }
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         let all = Bytes::copy_from_slice(payload);
+        let headers = (header_len > 0).then(|| all.slice(..header_len));
+        let ack = self.js.publish_bytes(
+            &String::from_utf8_lossy(subject),
+            headers,
+            all.slice(header_len..),
+        );
+        let reply = reply.filter(|_| !no_ack).map(Bytes::copy_from_slice);
+        if self.acks.send(InFlight { ack, reply, size }).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues an API request for the JetStream thread; never blocks the requester.
+    fn submit(&self, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
+        let size = (subject.len() + payload.len()) as u64;
+        if self.queued_bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.full(subject);
+            return;
+        }
         let job = Job {
             subject: String::from_utf8_lossy(subject).into_owned(),
             reply: reply.map(Bytes::copy_from_slice),
-            headers: (header_len > 0).then(|| all.slice(..header_len)),
-            payload: all.slice(header_len..),
-            no_ack,
+            payload: Bytes::copy_from_slice(payload),
         };
         self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         match self.jobs.try_send(job) {
@@ -253,44 +288,52 @@ impl Bridge {
         }
     }
 
-    /// On the JetStream thread: starts the job's store work and leaves the wait for its
-    /// completion (the fsync) to a task.
-    fn run(self: &Arc<Self>, job: Job, runtime: &tokio::runtime::Handle) {
-        let size = (job.subject.len()
-            + job.payload.len()
-            + job.headers.as_ref().map_or(0, Bytes::len)) as u64;
+    /// Bytes no longer queued or in flight.
+    fn settled(&self, size: u64) {
         if self.queued_bytes.fetch_sub(size, Ordering::Relaxed) <= size {
             self.warned_full.store(false, Ordering::Relaxed);
         }
-        if let Some(api) = job.subject.strip_prefix("$JS.API.") {
-            let changes_streams = api.starts_with("STREAM.CREATE.")
-                || api.starts_with("STREAM.UPDATE.")
-                || api.starts_with("STREAM.DELETE.");
-            let reply = self.js.api(&job.subject, &job.payload);
-            let bridge = self.clone();
-            runtime.spawn(async move {
-                let reply_body = reply.await;
-                if changes_streams {
-                    bridge.resync();
-                }
-                if let Some(to) = job.reply {
-                    bridge.respond(&to, &job.subject, reply_body);
-                }
-            });
-        } else {
-            let ack = self
-                .js
-                .publish_bytes(&job.subject, job.headers, job.payload);
-            let to = job.reply.filter(|_| !job.no_ack);
-            let bridge = self.clone();
-            // Awaited even when nobody wants the ack: completing it settles the stream's
-            // in-flight accounting.
-            runtime.spawn(async move {
-                let ack = ack.await;
-                if let Some(to) = to {
-                    bridge.send(&to, 0, &ack);
-                }
-            });
+    }
+
+    /// On the JetStream thread: runs an API request (which may write and fsync metadata) and
+    /// leaves the wait for any store work it started to a task.
+    fn run(self: &Arc<Self>, job: Job, runtime: &tokio::runtime::Handle) {
+        self.settled((job.subject.len() + job.payload.len()) as u64);
+        let api = job.subject.strip_prefix("$JS.API.").unwrap_or_default();
+        let changes_streams = api.starts_with("STREAM.CREATE.")
+            || api.starts_with("STREAM.UPDATE.")
+            || api.starts_with("STREAM.DELETE.");
+        let reply = self.js.api(&job.subject, &job.payload);
+        let bridge = self.clone();
+        runtime.spawn(async move {
+            let reply_body = reply.await;
+            if changes_streams {
+                bridge.resync();
+            }
+            if let Some(to) = job.reply {
+                bridge.respond(&to, &job.subject, reply_body);
+            }
+        });
+    }
+
+    /// Sends the PubAcks of appends that completed together, waking each publisher once.
+    fn send_acks(&self, done: &[(Vec<u8>, Option<Bytes>, u64)]) {
+        let mut size = 0;
+        let msgs: Vec<Message<'_>> = done
+            .iter()
+            .filter_map(|(ack, reply, n)| {
+                size += n;
+                Some(Message {
+                    subject: reply.as_deref()?,
+                    reply: None,
+                    header_len: 0,
+                    payload: ack,
+                })
+            })
+            .collect();
+        self.settled(size);
+        if let (false, Some(server)) = (msgs.is_empty(), self.server.upgrade()) {
+            crate::client::publish_messages(&server, &self.account, &msgs);
         }
     }
 
@@ -367,6 +410,36 @@ impl Bridge {
     }
 }
 
+/// Awaits every append in flight; whatever completed together (one group commit) is
+/// acknowledged as one batch.
+async fn acker(bridge: Weak<Bridge>, mut incoming: UnboundedReceiver<InFlight>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut done = Vec::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => {
+                let Some(first) = next else { break };
+                let add = |f: InFlight| {
+                    in_flight.push(f.ack.map(move |ack| (ack, f.reply, f.size)));
+                };
+                add(first);
+                while let Ok(more) = incoming.try_recv() {
+                    add(more);
+                }
+            }
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                done.push(first);
+                while let Some(Some(more)) = in_flight.next().now_or_never() {
+                    done.push(more);
+                }
+                let Some(bridge) = bridge.upgrade() else { break };
+                bridge.send_acks(&done);
+                done.clear();
+            }
+        }
+    }
+}
+
 /// Receives `$JS.API.>` requests.
 #[derive(Debug)]
 struct ApiInbox(Weak<Bridge>);
@@ -375,7 +448,7 @@ impl Sink for ApiInbox {
     fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]) {
         if let Some(bridge) = self.0.upgrade() {
             // The API reads the request body; headers on a request carry nothing it uses.
-            bridge.submit(subject, reply, 0, &payload[header_len..], false);
+            bridge.submit(subject, reply, &payload[header_len..]);
         }
     }
 }
@@ -393,7 +466,7 @@ impl Sink for StreamInbox {
             return;
         };
         if bridge.takes(&self.route, subject) {
-            bridge.submit(subject, reply, header_len, payload, self.route.no_ack);
+            bridge.publish(subject, reply, header_len, payload, self.route.no_ack);
         }
     }
 }
