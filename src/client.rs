@@ -293,6 +293,36 @@ pub fn publish_message(server: &ServerState, account: &Arc<Account>, msg: &Messa
     publish_messages(server, account, std::slice::from_ref(msg)) > 0
 }
 
+/// Routes a server-originated message to the subscribers of `to` while it shows its own subject
+/// (a stream message delivered to a consumer's deliver subject or pull inbox keeps the subject
+/// it was published on, as in nats-server); false if nobody took it.
+pub fn deliver_to(
+    server: &ServerState,
+    account: &Arc<Account>,
+    to: &[u8],
+    msg: &Message<'_>,
+) -> bool {
+    let matches = account.sublist.lookup(to);
+    let mut to_wake = Vec::new();
+    let mut stall_on = None;
+    let mut out = Deliveries {
+        server,
+        account,
+        hops: 0,
+        publisher: 0,
+        echo: true,
+        to_wake: &mut to_wake,
+        stall_on: &mut stall_on,
+        delivered: false,
+    };
+    out.deliver_all(&matches.matches, msg);
+    let delivered = out.delivered;
+    for client in to_wake {
+        client.wake();
+    }
+    delivered
+}
+
 /// Routes several server-originated messages, waking each receiving connection once at the
 /// end (so a batch of stream acks for one client leaves in one write); how many were taken.
 pub fn publish_messages(

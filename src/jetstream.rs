@@ -204,6 +204,18 @@ impl Bridge {
                 }
             })?;
         tokio::spawn(acker(Arc::downgrade(&bridge), in_flight));
+        bridge.js.attach(
+            Arc::new(CoreOutbox {
+                server: Arc::downgrade(server),
+                account: Arc::downgrade(account),
+            }),
+            tokio::runtime::Handle::current(),
+        );
+        let acks: Arc<dyn Sink> = Arc::new(AckInbox(Arc::downgrade(&bridge)));
+        let _ = bridge
+            .account
+            .subscribe_internal(b"$JS.ACK.>", acks.clone());
+        let _ = bridge.account.subscribe_internal(b"$JS.FC.>", acks);
         let api: Arc<dyn Sink> = Arc::new(ApiInbox(Arc::downgrade(&bridge)));
         // Kept for the server's lifetime: the API is there as long as JetStream is.
         let _ = bridge.account.subscribe_internal(b"$JS.API.>", api);
@@ -303,7 +315,11 @@ impl Bridge {
         let changes_streams = api.starts_with("STREAM.CREATE.")
             || api.starts_with("STREAM.UPDATE.")
             || api.starts_with("STREAM.DELETE.");
-        let reply = self.js.api(&job.subject, &job.payload);
+        let to = job.reply.as_deref().map(String::from_utf8_lossy);
+        let Some(reply) = self.js.request(&job.subject, to.as_deref(), &job.payload) else {
+            // A pull request: the consumer answers through the outbox.
+            return;
+        };
         let bridge = self.clone();
         runtime.spawn(async move {
             let reply_body = reply.await;
@@ -468,6 +484,84 @@ impl Sink for StreamInbox {
         if bridge.takes(&self.route, subject) {
             bridge.publish(subject, reply, header_len, payload, self.route.no_ack);
         }
+    }
+}
+
+/// Receives consumer acks (`$JS.ACK.>`) and flow-control answers (`$JS.FC.>`), handled on the
+/// acking client's task: an ack updates the consumer's state (one `write`) and may release
+/// the next deliveries.
+#[derive(Debug)]
+struct AckInbox(Weak<Bridge>);
+
+impl Sink for AckInbox {
+    fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]) {
+        let Some(bridge) = self.0.upgrade() else {
+            return;
+        };
+        let Some(consumers) = bridge.js.consumers() else {
+            return;
+        };
+        let subject = String::from_utf8_lossy(subject);
+        if subject.starts_with("$JS.FC.") {
+            consumers.flow_control(&subject);
+        } else {
+            let reply = reply.map(String::from_utf8_lossy);
+            consumers.ack(&subject, reply.as_deref(), &payload[header_len..]);
+        }
+    }
+}
+
+/// How consumers reach clients: deliveries, pull statuses, heartbeats, flow-control requests,
+/// advisories and double-ack confirmations are routed as server-originated messages in the
+/// account. Routing only queues bytes on connections, so it is safe under a consumer's lock.
+struct CoreOutbox {
+    server: Weak<ServerState>,
+    account: Weak<Account>,
+}
+
+impl natter_streams::consumer::Outbox for CoreOutbox {
+    fn send(&self, subject: &str, reply: Option<&str>, headers: Option<&[u8]>, payload: &[u8]) {
+        self.deliver(
+            subject,
+            subject,
+            reply.unwrap_or_default(),
+            headers,
+            payload,
+        );
+    }
+
+    fn has_interest(&self, subject: &str) -> bool {
+        self.account
+            .upgrade()
+            .is_some_and(|a| !a.sublist.lookup(subject.as_bytes()).matches.is_empty())
+    }
+
+    fn deliver(
+        &self,
+        to: &str,
+        subject: &str,
+        reply: &str,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let (Some(server), Some(account)) = (self.server.upgrade(), self.account.upgrade()) else {
+            return;
+        };
+        let joined;
+        let (header_len, all) = match headers.filter(|h| !h.is_empty()) {
+            None => (0, payload),
+            Some(h) => {
+                joined = [h, payload].concat();
+                (h.len(), &joined[..])
+            }
+        };
+        let msg = Message {
+            subject: subject.as_bytes(),
+            reply: Some(reply.as_bytes()).filter(|r| !r.is_empty()),
+            header_len,
+            payload: all,
+        };
+        crate::client::deliver_to(&server, &account, to.as_bytes(), &msg);
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterInfo, StorageType, StreamConfig, StreamInfo};
+use crate::consumer::{Consumers, MsgSource, Outbox};
 use crate::errors::ApiError;
 use crate::stream::{Admit, Stream};
 use crate::util::{self, now_nanos};
@@ -141,6 +142,8 @@ struct Inner {
     admin: Mutex<()>,
     api_total: AtomicU64,
     api_errors: AtomicU64,
+    /// Consumers, once [`JetStream::attach`] gave them a way out.
+    consumers: std::sync::OnceLock<Consumers>,
 }
 
 /// All streams of one account. Cheap to clone.
@@ -355,6 +358,7 @@ impl JetStream {
                 admin: Mutex::new(()),
                 api_total: AtomicU64::new(0),
                 api_errors: AtomicU64::new(0),
+                consumers: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -416,9 +420,32 @@ impl JetStream {
             .collect()
     }
 
+    /// Starts the consumers: they publish (deliveries, statuses, advisories) through `outbox`
+    /// and run their timers on `handle`. Loads every stream's saved consumers. Until this is
+    /// called, consumer API requests get no answer.
+    pub fn attach(&self, outbox: Arc<dyn Outbox>, handle: tokio::runtime::Handle) {
+        let consumers = Consumers::new(outbox, handle);
+        for s in self.streams().values() {
+            let failed = consumers.load(s.clone() as Arc<dyn MsgSource>);
+            for name in failed {
+                tracing::error!(stream = %s.name, consumer = %name, "consumer could not be loaded");
+            }
+        }
+        let _ = self.inner.consumers.set(consumers);
+    }
+
+    /// The consumers (after [`JetStream::attach`]): acks (`$JS.ACK.>`) and flow-control
+    /// replies (`$JS.FC.>`) go to them.
+    pub fn consumers(&self) -> Option<&Consumers> {
+        self.inner.consumers.get()
+    }
+
     /// Syncs and closes every stream's store (a clean shutdown: with an interval sync policy,
     /// what was acknowledged but not yet synced reaches the disk now).
     pub fn close(&self) {
+        if let Some(c) = self.consumers() {
+            c.close();
+        }
         for s in self.streams().values() {
             if let Err(e) = s.store.close() {
                 tracing::error!(stream = %s.name, error = %e, "closing stream store");
@@ -518,6 +545,7 @@ impl JetStream {
             }
             Admit::Stored { append, rollup } => {
                 let subject = subject.to_string();
+                let consumers = self.inner.consumers.get().cloned();
                 Box::pin(async move {
                     let seq = append.seq();
                     let r = append.await;
@@ -534,6 +562,12 @@ impl JetStream {
                         if let Err(e) = stream.store.purge(req).await {
                             return pub_err(&stream.name, &e.into());
                         }
+                        if let Some(c) = &consumers {
+                            c.purged(&stream.name);
+                        }
+                    }
+                    if let Some(c) = &consumers {
+                        c.stored(&stream.name, seq);
                     }
                     pub_ack(&stream.name, seq, false)
                 })
@@ -545,9 +579,29 @@ impl JetStream {
     /// started (purge, delete, limits) is durable. Metadata changes (create, update, delete)
     /// are written and fsynced synchronously inside this call.
     pub fn api(&self, subject: &str, payload: &[u8]) -> ApiFuture {
+        self.request(subject, None, payload)
+            .unwrap_or_else(|| ready(ApiReply::NoResponse))
+    }
+
+    /// [`JetStream::api`] with the request's reply subject, which consumers need
+    /// (`CONSUMER.MSG.NEXT` answers there with messages, through the [`Outbox`]). `None`:
+    /// nothing to send now.
+    pub fn request(&self, subject: &str, reply: Option<&str>, payload: &[u8]) -> Option<ApiFuture> {
         let Some(rest) = subject.strip_prefix("$JS.API.") else {
-            return ready(ApiReply::NoResponse);
+            return Some(ready(ApiReply::NoResponse));
         };
+        if rest.starts_with("CONSUMER.") {
+            let consumers = self.inner.consumers.get()?;
+            let stream = crate::consumer::stream_of(subject)
+                .and_then(|n| self.stream(n))
+                .map(|s| s as Arc<dyn MsgSource>);
+            let answer = consumers.api(subject, reply, payload, stream)?;
+            self.inner.api_total.fetch_add(1, Ordering::Relaxed);
+            if answer.json().is_some_and(is_error) {
+                self.inner.api_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return Some(ready(answer));
+        }
         let toks: Vec<&str> = rest.split('.').collect();
         let fut: Pin<Box<dyn Future<Output = ApiReply> + Send>> = match toks.as_slice() {
             ["INFO"] => ready(ApiReply::Json(self.account_info())),
@@ -560,15 +614,15 @@ impl JetStream {
             ["STREAM", "PURGE", n] => self.purge(n, payload),
             ["STREAM", "MSG", "GET", n] => ready(self.msg_get(n, payload)),
             ["STREAM", "MSG", "DELETE", n] => self.msg_delete(n, payload),
-            ["DIRECT", "GET", n] => return ready(self.direct_get(n, None, payload)),
+            ["DIRECT", "GET", n] => return Some(ready(self.direct_get(n, None, payload))),
             ["DIRECT", "GET", n, ..] => {
                 let subj = toks[3..].join(".");
-                return ready(self.direct_get(n, Some(&subj), payload));
+                return Some(ready(self.direct_get(n, Some(&subj), payload)));
             }
-            _ => return ready(ApiReply::NoResponse),
+            _ => return Some(ready(ApiReply::NoResponse)),
         };
         let inner = self.inner.clone();
-        Box::pin(async move {
+        Some(Box::pin(async move {
             let reply = fut.await;
             inner.api_total.fetch_add(1, Ordering::Relaxed);
             if let ApiReply::Json(b) = &reply {
@@ -577,14 +631,16 @@ impl JetStream {
                 }
             }
             reply
-        })
+        }))
     }
 
     fn info_of(&self, s: &Stream, subjects_filter: Option<&str>, cluster: bool) -> StreamInfo {
+        let mut state = s.state(subjects_filter);
+        state.consumer_count = self.consumers().map_or(0, |c| c.count(&s.name)) as u64;
         StreamInfo {
             config: s.config(),
             created: util::rfc3339(s.created),
-            state: s.state(subjects_filter),
+            state,
             cluster: self
                 .inner
                 .cfg
@@ -615,7 +671,7 @@ impl JetStream {
             "reserved_memory": rmem,
             "reserved_storage": rfile,
             "streams": streams.len(),
-            "consumers": 0,
+            "consumers": self.consumers().map_or(0, Consumers::total),
             "limits": {
                 "max_memory": -1,
                 "max_storage": -1,
@@ -888,6 +944,9 @@ impl JetStream {
                 return ApiReply::Json(err_json(T, &err));
             }
         }
+        if let Some(c) = self.consumers() {
+            c.stream_deleted(name);
+        }
         let dir = s.dir.clone();
         drop(s);
         let _ = fs::remove_dir_all(&dir);
@@ -1005,8 +1064,14 @@ impl JetStream {
             up_to_seq: seq,
             keep,
         });
+        let consumers = self.consumers().cloned();
+        let name = s.name.clone();
         Box::pin(async move {
-            ApiReply::Json(match pending.await {
+            let done = pending.await;
+            if let Some(c) = &consumers {
+                c.purged(&name);
+            }
+            ApiReply::Json(match done {
                 Ok(n) => resp(T, None, serde_json::json!({"success": true, "purged": n})),
                 Err(e) => resp(
                     T,
