@@ -462,6 +462,26 @@ fn jsz_counts_streams_and_messages() {
     assert_eq!(u64_of(&stream["state"], "messages"), 3);
     assert_eq!(u64_of(&stream["state"], "last_seq"), 3);
     assert_eq!(stream["config"]["subjects"][0], "orders.>");
+    let consumer =
+        br#"{"stream_name":"ORDERS","config":{"durable_name":"worker","ack_policy":"explicit"}}"#;
+    c.send(
+        format!(
+            "PUB $JS.API.CONSUMER.CREATE.ORDERS.worker _INBOX.r {}\r\n",
+            consumer.len()
+        )
+        .as_bytes(),
+    );
+    c.send(consumer);
+    c.send(b"\r\n");
+    let created: Value = serde_json::from_slice(&c.read_msg().payload).unwrap();
+    assert_eq!(created["name"], "worker", "{created}");
+    let with_consumers = get_json(&addr, "/jsz?consumers=true");
+    let detail = &with_consumers["account_details"][0]["stream_detail"][0]["consumer_detail"][0];
+    assert_eq!(detail["name"], "worker", "{with_consumers}");
+    assert_eq!(detail["stream_name"], "ORDERS");
+    assert_eq!(u64_of(detail, "num_pending"), 3);
+    assert!(detail.get("config").is_none());
+    assert_eq!(u64_of(&get_json(&addr, "/jsz"), "consumers"), 1);
     let without_config = get_json(&addr, "/jsz?accounts=true&streams=true");
     assert!(without_config["account_details"][0]["stream_detail"][0]
         .get("config")
@@ -493,6 +513,15 @@ fn jsz_counts_streams_and_messages() {
         assert_eq!(server("jetstream_server_total_streams"), Some(1.0));
         assert_eq!(server("jetstream_server_total_messages"), Some(3.0));
         assert_eq!(server("jetstream_server_jetstream_disabled"), Some(0.0));
+        assert_eq!(server("jetstream_server_total_consumers"), Some(1.0));
+        let lag = samples
+            .iter()
+            .find(|(k, _)| {
+                k.starts_with("jetstream_consumer_num_pending{")
+                    && k.contains("consumer_name=\"worker\"")
+            })
+            .map(|(_, v)| *v);
+        assert_eq!(lag, Some(3.0), "{samples:?}");
     }
 }
 

@@ -22,16 +22,18 @@ use crate::server::ServerState;
 pub struct JszQuery {
     accounts: bool,
     streams: bool,
+    consumers: bool,
     config: bool,
     account: Option<String>,
 }
 
 impl JszQuery {
-    /// Everything: accounts and their streams (what `/metrics` exports).
+    /// Everything: accounts, their streams and consumers (what `/metrics` exports).
     pub fn everything() -> JszQuery {
         JszQuery {
             accounts: true,
             streams: true,
+            consumers: true,
             config: false,
             account: None,
         }
@@ -51,6 +53,7 @@ impl JszQuery {
             // the account detail.
             accounts: query.bool("accounts")? || streams || consumers || account.is_some(),
             streams: streams || consumers,
+            consumers,
             config,
             account,
         })
@@ -74,7 +77,7 @@ pub fn collect(state: &ServerState, q: &JszQuery) -> Value {
     let mut totals = Totals::default();
     let mut details = Vec::new();
     for bridge in bridges {
-        let account = Account::read(bridge);
+        let account = Account::read(bridge, q.consumers);
         totals.add(&account);
         let name = &bridge.account().name;
         if q.accounts && q.account.as_ref().is_none_or(|a| a == name) {
@@ -158,28 +161,31 @@ impl Totals {
 struct Account {
     info: Value,
     streams: Vec<Value>,
+    /// Consumer infos per stream, in stream order (read only when asked for).
+    consumers: Vec<Vec<Value>>,
 }
 
 impl Account {
-    fn read(bridge: &Bridge) -> Account {
+    fn read(bridge: &Bridge, with_consumers: bool) -> Account {
         let js = bridge.streams();
         let info = ask(js.api("$JS.API.INFO", b"")).unwrap_or(Value::Null);
-        let mut streams = Vec::new();
-        loop {
-            let page = format!("{{\"offset\":{}}}", streams.len());
-            let Some(list) = ask(js.api("$JS.API.STREAM.LIST", page.as_bytes())) else {
-                break;
-            };
-            let got = match list["streams"].as_array() {
-                Some(page) if !page.is_empty() => page.clone(),
-                _ => break,
-            };
-            streams.extend(got);
-            if streams.len() as u64 >= list["total"].as_u64().unwrap_or(0) {
-                break;
-            }
+        let streams = list_all(js, "$JS.API.STREAM.LIST", "streams");
+        let consumers = if with_consumers {
+            streams
+                .iter()
+                .map(|s| {
+                    let name = s["config"]["name"].as_str().unwrap_or_default();
+                    list_all(js, &format!("$JS.API.CONSUMER.LIST.{name}"), "consumers")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Account {
+            info,
+            streams,
+            consumers,
         }
-        Account { info, streams }
     }
 
     fn detail(&self, name: &str, q: &JszQuery) -> Value {
@@ -199,7 +205,8 @@ impl Account {
             let detail: Vec<Value> = self
                 .streams
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     let mut e = json!({
                         "name": s["config"]["name"],
                         "created": s["created"],
@@ -209,6 +216,24 @@ impl Account {
                     if q.config {
                         e["config"] = s["config"].clone();
                     }
+                    if q.consumers {
+                        let detail: Vec<Value> = self
+                            .consumers
+                            .get(i)
+                            .into_iter()
+                            .flatten()
+                            .map(|c| {
+                                let mut c = c.clone();
+                                if !q.config {
+                                    if let Some(o) = c.as_object_mut() {
+                                        o.remove("config");
+                                    }
+                                }
+                                c
+                            })
+                            .collect();
+                        e["consumer_detail"] = Value::Array(detail);
+                    }
                     e
                 })
                 .collect();
@@ -216,6 +241,27 @@ impl Account {
         }
         d
     }
+}
+
+/// Every page of a paged list API (`STREAM.LIST`, `CONSUMER.LIST.<stream>`): the items under
+/// `key`.
+fn list_all(js: &natter_streams::JetStream, subject: &str, key: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    loop {
+        let page = format!("{{\"offset\":{}}}", all.len());
+        let Some(list) = ask(js.api(subject, page.as_bytes())) else {
+            break;
+        };
+        let got = match list[key].as_array() {
+            Some(page) if !page.is_empty() => page.clone(),
+            _ => break,
+        };
+        all.extend(got);
+        if all.len() as u64 >= list["total"].as_u64().unwrap_or(0) {
+            break;
+        }
+    }
+    all
 }
 
 /// The JSON of an API answer that is ready at once (info and list never wait on the disk);

@@ -221,6 +221,60 @@ fn jetstream(out: &mut Exposition, state: &ServerState) {
                     value,
                 );
             }
+            for consumer in stream["consumer_detail"].as_array().into_iter().flatten() {
+                let cname = consumer["name"].as_str().unwrap_or_default();
+                let labels = [
+                    ("account", acc),
+                    ("stream_name", name),
+                    ("consumer_name", cname),
+                ];
+                let series = [
+                    (
+                        "num_pending",
+                        n(&consumer["num_pending"]),
+                        "Messages not yet delivered (lag)",
+                    ),
+                    (
+                        "num_ack_pending",
+                        n(&consumer["num_ack_pending"]),
+                        "Delivered, not yet acknowledged",
+                    ),
+                    (
+                        "num_redelivered",
+                        n(&consumer["num_redelivered"]),
+                        "Messages delivered more than once",
+                    ),
+                    (
+                        "num_waiting",
+                        n(&consumer["num_waiting"]),
+                        "Pull requests waiting",
+                    ),
+                    (
+                        "delivered_consumer_seq",
+                        n(&consumer["delivered"]["consumer_seq"]),
+                        "Last consumer sequence delivered",
+                    ),
+                    (
+                        "delivered_stream_seq",
+                        n(&consumer["delivered"]["stream_seq"]),
+                        "Last stream sequence delivered",
+                    ),
+                    (
+                        "ack_floor_stream_seq",
+                        n(&consumer["ack_floor"]["stream_seq"]),
+                        "Stream sequence up to which everything is acknowledged",
+                    ),
+                ];
+                for (field, value, help) in series {
+                    out.add_named(
+                        &format!("jetstream_consumer_{field}"),
+                        help,
+                        Kind::Gauge,
+                        &labels,
+                        value,
+                    );
+                }
+            }
         }
     }
 }
