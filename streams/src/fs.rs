@@ -84,19 +84,28 @@ impl FileHandle for RealFile {
 
 impl Fs for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        // Make the new directory entries themselves durable, up to the first existing ancestor.
-        let mut cur = Some(dir);
-        for _ in 0..4 {
-            match cur {
-                Some(d) => {
-                    self.sync_dir(d)?;
-                    cur = d.parent().filter(|p| !p.as_os_str().is_empty());
-                }
+        // The deepest ancestor that already exists: every entry below it is new and must be made
+        // durable in its parent, up to and including that ancestor.
+        let mut existing = dir;
+        while !existing.is_dir() {
+            match existing.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) => existing = p,
                 None => break,
             }
         }
-        Ok(())
+        std::fs::create_dir_all(dir)?;
+        if existing == dir {
+            return Ok(());
+        }
+        let mut cur = dir;
+        while cur != existing {
+            self.sync_dir(cur)?;
+            match cur.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) => cur = p,
+                None => return Ok(()),
+            }
+        }
+        self.sync_dir(existing)
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FileHandle>> {
         let f = OpenOptions::new()
@@ -154,11 +163,31 @@ struct SimState {
     capacity: Option<u64>,
     /// Fail every `sync` (simulates an fsync error) while set.
     fail_sync: bool,
+    /// Mutating operations left before the power goes out (None: no cut scheduled).
+    ops_left: Option<u64>,
+    /// The power is out: every operation fails until [`SimFs::crash`] reboots.
+    cut: bool,
 }
 
 impl SimState {
     fn used(&self) -> u64 {
         self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+
+    /// Counts one mutating operation against a scheduled power cut; fails once it is out.
+    fn mutate(&mut self) -> io::Result<()> {
+        match self.ops_left {
+            _ if self.cut => Err(dead()),
+            Some(0) => {
+                self.cut = true;
+                Err(dead())
+            }
+            Some(n) => {
+                self.ops_left = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -199,7 +228,7 @@ impl SimFs {
 
     fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, SimState>> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.generation != self.generation {
+        if st.generation != self.generation || st.cut {
             return Err(dead());
         }
         Ok(st)
@@ -211,6 +240,8 @@ impl SimFs {
     pub fn crash(&self) -> SimFs {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.generation += 1;
+        st.cut = false;
+        st.ops_left = None;
         for ino in st.inodes.values_mut() {
             let synced_len = ino.synced.len();
             let extends =
@@ -240,6 +271,25 @@ impl SimFs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .capacity = bytes;
+    }
+
+    /// Schedules a power cut: the next `ops` mutating operations (writes, truncations, syncs,
+    /// file creations, renames, removals, directory syncs) succeed, then every operation fails
+    /// as if the machine were off, until [`SimFs::crash`]. Crashing at each `ops` in turn
+    /// exercises every intermediate on-disk state of a multi-step operation.
+    pub fn cut_power_after(&self, ops: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.ops_left = Some(ops);
+    }
+
+    /// Whether a scheduled power cut has happened (see [`SimFs::cut_power_after`]).
+    pub fn power_is_cut(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).cut
+    }
+
+    /// Bytes currently held by the simulated disk (for setting a capacity just above it).
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).used()
     }
 
     /// Makes every `sync` fail (true) or succeed (false).
@@ -275,7 +325,7 @@ impl SimFs {
 impl SimFile {
     fn with<R>(&self, f: impl FnOnce(&mut SimState, u64) -> io::Result<R>) -> io::Result<R> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.generation != self.generation {
+        if st.generation != self.generation || st.cut {
             return Err(dead());
         }
         f(&mut st, self.ino)
@@ -294,6 +344,7 @@ impl FileHandle for SimFile {
     }
     fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.with(|st, ino| {
+            st.mutate()?;
             let end = offset as usize + data.len();
             let cur_len = st.inodes[&ino].current.len();
             if let Some(cap) = st.capacity {
@@ -315,6 +366,7 @@ impl FileHandle for SimFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|st, ino| {
+            st.mutate()?;
             st.inodes
                 .get_mut(&ino)
                 .expect("inode")
@@ -325,6 +377,7 @@ impl FileHandle for SimFile {
     }
     fn sync(&self) -> io::Result<()> {
         self.with(|st, ino| {
+            st.mutate()?;
             if st.fail_sync {
                 return Err(io::Error::other("simulated fsync failure"));
             }
@@ -345,6 +398,7 @@ impl Fs for SimFs {
         let ino = match st.names.get(path) {
             Some(&ino) => ino,
             None if create => {
+                st.mutate()?;
                 st.next_ino += 1;
                 let ino = st.next_ino;
                 st.inodes.insert(ino, Inode::default());
@@ -370,17 +424,20 @@ impl Fs for SimFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock()?;
+        st.mutate()?;
         let ino = st.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
         st.names.insert(to.to_path_buf(), ino);
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock()?;
+        st.mutate()?;
         st.names.remove(path).ok_or(io::ErrorKind::NotFound)?;
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock()?;
+        st.mutate()?;
         if st.fail_sync {
             return Err(io::Error::other("simulated fsync failure"));
         }
@@ -435,6 +492,25 @@ mod tests {
         fs2.remove(&d.join("a")).unwrap();
         let fs3 = fs2.crash();
         assert_eq!(fs3.read_file(&d.join("a")).unwrap(), b"A");
+    }
+
+    #[test]
+    fn sim_power_cut_stops_everything_until_crash() {
+        let fs = SimFs::new();
+        let d = Path::new("/d");
+        let a = fs.open(&d.join("a"), true).unwrap();
+        fs.cut_power_after(2);
+        a.write_all_at(b"abc", 0).unwrap();
+        a.sync().unwrap();
+        assert!(!fs.power_is_cut());
+        assert!(fs.sync_dir(d).is_err(), "third mutation is refused");
+        assert!(fs.power_is_cut());
+        assert!(a.size().is_err() && fs.list(d).is_err(), "reads fail too");
+        let fs2 = fs.crash();
+        // The directory entry was never synced.
+        assert!(fs2.list(d).unwrap().is_empty());
+        let b = fs2.open(&d.join("b"), true).unwrap();
+        b.write_all_at(b"ok", 0).unwrap();
     }
 
     #[test]

@@ -25,6 +25,9 @@ const COMPACT_GARBAGE_RATIO: f64 = 0.5;
 const COMPACT_MIN_GARBAGE: u64 = 4096;
 /// Largest allowed segment (offsets in the index are 32-bit).
 const MAX_BLOCK_SIZE: u64 = 1 << 30;
+/// A damaged record's header is trusted for its sequence only this far past the last good one
+/// (a bit flip in the sequence field must not push the stream's sequence to near `u64::MAX`).
+const MAX_SEQ_JUMP: u64 = 1 << 32;
 
 /// File store configuration.
 #[derive(Debug, Clone)]
@@ -472,6 +475,7 @@ impl FileStore {
             last_sync: Instant::now(),
             poisoned: None,
             last_expire: Instant::now(),
+            dir_unsynced: false,
         };
         let handle = std::thread::Builder::new()
             .name("natter-store".into())
@@ -721,6 +725,9 @@ struct Writer {
     last_sync: Instant,
     poisoned: Option<String>,
     last_expire: Instant,
+    /// A file was created in `dir` whose entry may not be durable yet (e.g. a segment created by
+    /// a batch that then failed): the next successful write syncs the directory before acking.
+    dir_unsynced: bool,
 }
 
 struct AppendOp {
@@ -810,6 +817,7 @@ impl Writer {
             self.tick();
         }
         let _ = self.sync_dirty();
+        let _ = self.sync_msgs_dir();
     }
 
     fn next_timeout(&self) -> Option<Duration> {
@@ -888,6 +896,15 @@ impl Writer {
         }
     }
 
+    /// Fsyncs the segment directory if an entry in it changed since the last time.
+    fn sync_msgs_dir(&mut self) -> Result<()> {
+        if self.dir_unsynced {
+            self.fs.sync_dir(&self.dir)?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
     fn blk_path(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id}.blk"))
     }
@@ -945,7 +962,6 @@ impl Writer {
         }
         // Slot placement per op: (chunk index, offset).
         let mut placed = Vec::with_capacity(run.len());
-        let mut created = false;
         let mut result = Ok(());
         for op in run {
             let len = record::record_len(&op.subject, &op.headers, &op.payload) as u64;
@@ -959,7 +975,7 @@ impl Writer {
             if need_new {
                 match self.fs.open(&self.blk_path(op.seq), true) {
                     Ok(file) => {
-                        created = true;
+                        self.dir_unsynced = true;
                         chunks.push(Chunk {
                             id: op.seq,
                             file,
@@ -1028,18 +1044,15 @@ impl Writer {
             register_new(&mut lock(&self.index));
             return Err(e);
         }
-        // Sync: data files, then the directory if a segment was created.
+        // Sync: data files, then the directory if a segment was created (by this batch or by
+        // an earlier one that failed after creating it: its entry must be durable before any
+        // message in it is acknowledged).
         let files: Vec<_> = chunks
             .iter()
             .filter(|c| !c.buf.is_empty() || c.new)
             .map(|c| c.file.clone())
             .collect();
-        let synced = self.sync_files(files).and_then(|_| {
-            if created {
-                self.fs.sync_dir(&self.dir)?;
-            }
-            Ok(())
-        });
+        let synced = self.sync_files(files).and_then(|_| self.sync_msgs_dir());
         if let Err(e) = synced {
             self.poison(&e);
             register_new(&mut lock(&self.index));
@@ -1281,7 +1294,6 @@ impl Writer {
         }
         // 1. Tombstones.
         let mut written: Vec<(u64, Arc<dyn FileHandle>, u64, u64)> = Vec::new(); // id, file, old, new size
-        let mut dir_dirty = false;
         for p in plan.iter().filter(|p| !p.whole) {
             let (existing, size) = {
                 let idx = lock(&self.index);
@@ -1295,8 +1307,9 @@ impl Writer {
             let file = match existing {
                 Some(f) => f,
                 None => {
-                    dir_dirty = true;
-                    self.fs.open(&self.dlt_path(p.id), true)?
+                    let f = self.fs.open(&self.dlt_path(p.id), true)?;
+                    self.dir_unsynced = true;
+                    f
                 }
             };
             let mut buf = Vec::with_capacity(p.seqs.len() * TOMBSTONE_LEN);
@@ -1334,12 +1347,9 @@ impl Writer {
                 self.fs.remove(&self.blk_path(id))?;
                 // The tombstone file may exist even if unknown to the index (a failed write).
                 let _ = self.fs.remove(&self.dlt_path(id));
-                dir_dirty = true;
+                self.dir_unsynced = true;
             }
-            if dir_dirty {
-                self.fs.sync_dir(&self.dir)?;
-            }
-            Ok(())
+            self.sync_msgs_dir()
         })();
         if let Err(e) = io {
             self.poison(&e);
@@ -1440,8 +1450,8 @@ impl Writer {
         out.sync()?;
         let commit = (|| -> Result<()> {
             self.fs.rename(&tmp, &self.blk_path(id))?;
-            self.fs.sync_dir(&self.dir)?;
-            Ok(())
+            self.dir_unsynced = true;
+            self.sync_msgs_dir()
         })();
         if let Err(e) = commit {
             self.poison(&e);
@@ -1478,7 +1488,8 @@ impl Writer {
         };
         if had_dlt {
             self.fs.remove(&self.dlt_path(id))?;
-            self.fs.sync_dir(&self.dir)?;
+            self.dir_unsynced = true;
+            self.sync_msgs_dir()?;
         }
         Ok(())
     }
@@ -1533,7 +1544,6 @@ fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) ->
     }
     let mut blks = Vec::new();
     let mut dlts = HashSet::new();
-    let mut dir_dirty = false;
     for name in fs.list(dir)? {
         if let Some(id) = name
             .strip_suffix(".blk")
@@ -1548,11 +1558,12 @@ fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) ->
         } else if name.ends_with(".tmp") {
             fs.remove(&dir.join(&name))?;
             report.removed_files.push(name);
-            dir_dirty = true;
         }
     }
     blks.sort_unstable();
     let mut prev_seq = 0u64;
+    // Highest sequence named by a damaged (skipped) record at the end of the newest segment.
+    let mut damaged_seq = 0u64;
     let n = blks.len();
     for (i, &id) in blks.iter().enumerate() {
         let name = format!("{id}.blk");
@@ -1613,6 +1624,28 @@ fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) ->
                             off = o;
                         }
                         None if is_last => {
+                            // A record whose full length is on disk but whose checksum fails
+                            // was completely written, so it may have been acknowledged: it is
+                            // damage, reported and kept (never served), and its sequence must
+                            // not be handed out again.
+                            if let Some(h) = record::parse_header(&data[off..]).filter(|h| {
+                                ok(h, prev_seq)
+                                    && h.seq - prev_seq <= MAX_SEQ_JUMP
+                                    && off + h.len as usize <= data.len()
+                            }) {
+                                report.corrupt.push(Corruption {
+                                    file: name.clone(),
+                                    offset: off as u64,
+                                    len: h.len as u64,
+                                    detail: format!(
+                                        "record {} failed its checksum; skipped",
+                                        h.seq
+                                    ),
+                                });
+                                damaged_seq = damaged_seq.max(h.seq);
+                                off += h.len as usize;
+                                continue;
+                            }
                             // A torn final write: it was never acknowledged. Cut it off.
                             report.truncated_bytes += (data.len() - off) as u64;
                             file.set_len(off as u64)?;
@@ -1669,9 +1702,8 @@ fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) ->
         let name = format!("{id}.dlt");
         fs.remove(&dir.join(&name))?;
         report.removed_files.push(name);
-        dir_dirty = true;
     }
-    idx.last_seq = floor.max(prev_seq);
+    idx.last_seq = floor.max(prev_seq).max(damaged_seq);
     // Segments with nothing live, other than the newest, are removed.
     let n = idx.segs.len();
     let mut i = 0;
@@ -1691,14 +1723,14 @@ fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) ->
                 report.removed_files.push(format!("{id}.dlt"));
             }
             idx.segs.remove(i);
-            dir_dirty = true;
         } else {
             i += 1;
         }
     }
-    if dir_dirty {
-        fs.sync_dir(dir)?;
-    }
+    // Always: besides the removals above, a previous run may have created a file here and
+    // stopped (cleanly or not) before syncing the directory; whatever is adopted now must have
+    // a durable entry before anything written into it is acknowledged.
+    fs.sync_dir(dir)?;
     let all: HashSet<u32> = idx.ids.values().copied().collect();
     idx.fix_after_removal(&all);
     Ok(idx)
