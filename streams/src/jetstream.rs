@@ -126,6 +126,15 @@ struct Meta {
 /// How often the account usage used by the publish-time limit check is recomputed.
 const USAGE_REFRESH: Duration = Duration::from_millis(100);
 
+/// Drops the cached account usage when it goes out of scope (after a delete completed).
+struct ForgetUsage<'a>(&'a JetStream);
+
+impl Drop for ForgetUsage<'_> {
+    fn drop(&mut self) {
+        self.0.forget_usage();
+    }
+}
+
 #[derive(Default)]
 struct UsageCache {
     at: Option<Instant>,
@@ -477,9 +486,10 @@ impl JetStream {
         (mem, file)
     }
 
-    /// [`Self::usage`] for the account-limit check on publish: recomputed at most every
-    /// [`USAGE_REFRESH`], plus the bytes admitted since (so a burst cannot overshoot).
-    fn usage_for_publish(&self, storage: StorageType, add: u64) -> u64 {
+    /// Whether `add` more bytes would take `storage` past `limit`, by [`Self::usage`]
+    /// recomputed at most every [`USAGE_REFRESH`] plus the bytes admitted since; if not, they
+    /// are counted (so a burst of publishes between refreshes cannot overshoot).
+    fn over_account_limit(&self, storage: StorageType, add: u64, limit: u64) -> bool {
         let mut c = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
         if c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH) {
             let (mem, file) = self.usage();
@@ -493,9 +503,21 @@ impl JetStream {
             StorageType::Memory => &mut c.mem,
             StorageType::File => &mut c.file,
         };
-        let used = *v;
+        if *v + add > limit {
+            return true;
+        }
         *v += add;
-        used
+        false
+    }
+
+    /// Drops the cached usage after something freed space (purge, delete), so publishes are
+    /// admitted again at once rather than after the next refresh.
+    fn forget_usage(&self) {
+        self.inner
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at = None;
     }
 
     /// A message published to a stream subject. Completes with the PubAck JSON once the message
@@ -525,8 +547,7 @@ impl JetStream {
             StorageType::Memory => self.inner.cfg.max_memory,
             StorageType::File => self.inner.cfg.max_file,
         };
-        let over =
-            |size: u64| limit >= 0 && self.usage_for_publish(storage, size) + size > limit as u64;
+        let over = |size: u64| limit >= 0 && self.over_account_limit(storage, size, limit as u64);
         let msg_id = util::header(&headers, "Nats-Msg-Id")
             .filter(|i| !i.is_empty())
             .map(str::to_string);
@@ -947,6 +968,7 @@ impl JetStream {
         if let Some(c) = self.consumers() {
             c.stream_deleted(name);
         }
+        self.forget_usage();
         let dir = s.dir.clone();
         drop(s);
         let _ = fs::remove_dir_all(&dir);
@@ -1066,8 +1088,10 @@ impl JetStream {
         });
         let consumers = self.consumers().cloned();
         let name = s.name.clone();
+        let js = self.clone();
         Box::pin(async move {
             let done = pending.await;
+            js.forget_usage();
             if let Some(c) = &consumers {
                 c.purged(&name);
             }
@@ -1176,7 +1200,9 @@ impl JetStream {
             }
         };
         let pending = s.store.delete(seq);
+        let js = self.clone();
         Box::pin(async move {
+            let _forget = ForgetUsage(&js);
             ApiReply::Json(match pending.await {
                 Ok(true) => resp(T, None, serde_json::json!({"success": true})),
                 Ok(false) => err_json(T, &not_found(s.store.state())),
