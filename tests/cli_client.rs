@@ -342,6 +342,119 @@ fn stream_add_ls_info_view_rm() {
 }
 
 #[test]
+fn consumer_and_kv_commands() {
+    let store = common::temp_dir();
+    let server = Server::start_with(None, &["-js", "-sd", store.to_str().unwrap()]);
+    let url = server.url();
+    let ok = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-s", &url]);
+        let out = run(&mut client(&all));
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["stream", "add", "ORDERS", "--subjects", "orders.>"]);
+    ok(&["pub", "orders.1", "one"]);
+    ok(&["pub", "orders.2", "two"]);
+    let added = ok(&[
+        "consumer", "add", "ORDERS", "worker", "--filter", "orders.>",
+    ]);
+    assert!(
+        added.starts_with("Consumer ORDERS > worker was created"),
+        "{added}"
+    );
+    let listed = ok(&["consumer", "ls", "ORDERS"]);
+    let row: Vec<&str> = listed
+        .lines()
+        .find(|l| l.starts_with("worker"))
+        .expect(&listed)
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["worker", "pull", "2", "0", "0"], "{listed}");
+
+    let first = ok(&["consumer", "next", "ORDERS", "worker"]);
+    assert!(
+        first
+            .starts_with("[#1] Received on \"orders.1\" with reply \"$JS.ACK.ORDERS.worker.1.1.1."),
+        "{first}"
+    );
+    assert!(first.contains("\none\n"), "{first}");
+    assert_eq!(
+        ok(&[
+            "consumer",
+            "next",
+            "ORDERS",
+            "worker",
+            "--raw",
+            "--count",
+            "5",
+            "--timeout",
+            "1s"
+        ]),
+        "two\n"
+    );
+    let info = ok(&["consumer", "info", "ORDERS", "worker"]);
+    assert!(
+        info.contains("Acknowledgment Floor: consumer sequence 2 stream sequence 2"),
+        "{info}"
+    );
+    assert!(info.contains("Outstanding Acks: 0"), "{info}");
+    let empty = run(&mut client(&[
+        "consumer",
+        "next",
+        "ORDERS",
+        "worker",
+        "--timeout",
+        "500ms",
+        "-s",
+        &url,
+    ]));
+    assert!(!empty.status.success(), "nothing left: {}", text(&empty));
+    assert_eq!(
+        ok(&["consumer", "rm", "ORDERS", "worker", "-f"]),
+        "Deleted consumer ORDERS > worker\n"
+    );
+    assert_eq!(ok(&["consumer", "ls", "ORDERS", "--names"]), "");
+
+    assert_eq!(
+        ok(&["kv", "add", "config", "--history", "5"]),
+        "Created bucket config\n"
+    );
+    assert_eq!(ok(&["kv", "put", "config", "color", "red"]), "1\n");
+    assert_eq!(ok(&["kv", "put", "config", "color", "blue"]), "2\n");
+    assert_eq!(ok(&["kv", "get", "config", "color", "--raw"]), "blue\n");
+    let shown = ok(&["kv", "get", "config", "color"]);
+    assert!(
+        shown.starts_with("config > color revision: 2 created @ "),
+        "{shown}"
+    );
+    let watch = client(&["kv", "watch", "config", "--count", "3", "-s", &url])
+        .spawn()
+        .unwrap();
+    // The watcher first gets the current value of each key, then changes.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&["kv", "put", "config", "size", "L"]);
+    ok(&["kv", "del", "config", "size"]);
+    let out = wait_output(watch, LIMIT);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_once("] ").map_or(l, |(_, rest)| rest).to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "PUT config > color: blue",
+            "PUT config > size: L",
+            "DEL config > size"
+        ],
+        "{}",
+        text(&out)
+    );
+    let gone = run(&mut client(&["kv", "get", "config", "size", "-s", &url]));
+    assert!(text(&gone).contains("key not found"), "{}", text(&gone));
+}
+
+#[test]
 fn stream_commands_say_when_jetstream_is_off() {
     let server = Server::start();
     let out = run(&mut client(&["stream", "ls", "-s", &server.url()]));

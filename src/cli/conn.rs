@@ -632,6 +632,13 @@ impl Conn {
     }
 
     /// The next message, waiting until `deadline` (forever if `None`); `Ok(None)` on timeout.
+    /// Puts messages taken out of turn back in front of the queue, in their order.
+    pub fn requeue(&mut self, msgs: Vec<Msg>) {
+        for msg in msgs.into_iter().rev() {
+            self.pending.push_front(msg);
+        }
+    }
+
     pub fn next_msg(&mut self, deadline: Option<Instant>) -> Result<Option<Msg>, String> {
         if let Some(msg) = self.pending.pop_front() {
             return Ok(Some(msg));

@@ -1,12 +1,15 @@
 //! Client subcommands of the natter binary, for telnet-style debugging: `natter pub`, `sub`,
-//! `req` (`request`), `reply`, `server check` and `stream ls|info|add|rm|view`, spelled as the
-//! `nats` CLI spells them.
+//! `req` (`request`), `reply`, `server check`, `stream ls|info|add|rm|view`,
+//! `consumer ls|info|add|next|rm` and `kv add|put|get|del|watch`, spelled as the `nats` CLI
+//! spells them.
 //!
 //! They talk to any NATS server through the small blocking client in [`conn`]. `main` hands
 //! over here only when the first argument is one of [`SUBCOMMANDS`]; every other command line is
 //! the nats-server-compatible server's.
 
 pub mod conn;
+mod consumer;
+mod kv;
 mod stream;
 
 use std::ffi::OsString;
@@ -20,7 +23,9 @@ use clap::{Args, Parser, Subcommand};
 use conn::{parse_header_arg, Conn, ConnectOptions, Headers, Msg, NkeyAuth, TlsOptions};
 
 /// First arguments that select a client subcommand instead of the server.
-pub const SUBCOMMANDS: &[&str] = &["pub", "sub", "req", "request", "reply", "server", "stream"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "pub", "sub", "req", "request", "reply", "server", "stream", "consumer", "kv",
+];
 
 /// Whether `arg` (the first command-line argument) selects a client subcommand.
 pub fn is_subcommand(arg: &str) -> bool {
@@ -114,6 +119,12 @@ enum ClientCommand {
     /// JetStream streams: ls, info, add, rm, view
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// JetStream consumers: ls, info, add, next, rm
+    #[command(subcommand)]
+    Consumer(consumer::ConsumerCommand),
+    /// Key-value buckets: add, put, get, del, watch
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +237,8 @@ fn execute(cli: Cli) -> Result<(), String> {
         ClientCommand::Reply(args) => reply(&opts, &args),
         ClientCommand::Server(ServerCommand::Check(args)) => check(&opts, &args),
         ClientCommand::Stream(command) => stream::run(&opts, &command),
+        ClientCommand::Consumer(command) => consumer::run(&opts, &command),
+        ClientCommand::Kv(command) => kv::run(&opts, &command),
     }
 }
 

@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use super::conn::{self, Conn, ConnectOptions, Headers};
 use super::{parse_duration, print};
 
+/// Views at least this long show a progress bar (on a terminal).
+const PROGRESS_FROM: u64 = 1000;
+
 /// How long a JetStream API request may take.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -159,14 +162,14 @@ pub fn run(opts: &ConnectOptions, command: &StreamCommand) -> Result<(), String>
     }
 }
 
-/// One connection making JetStream API requests.
-struct Api {
-    conn: Conn,
+/// One connection making JetStream API requests (shared by the `consumer` and `kv` commands).
+pub(super) struct Api {
+    pub(super) conn: Conn,
     inbox: String,
 }
 
 impl Api {
-    fn connect(opts: &ConnectOptions) -> Result<Api, String> {
+    pub(super) fn connect(opts: &ConnectOptions) -> Result<Api, String> {
         let mut conn = Conn::connect(opts)?;
         let inbox = conn::new_inbox();
         conn.subscribe(&format!("{inbox}.*"), None, 1)?;
@@ -174,36 +177,58 @@ impl Api {
     }
 
     /// `$JS.API.<api>` with `body`; the reply's JSON, or its error's description.
-    fn call(&mut self, api: &str, body: &Value) -> Result<Value, String> {
-        let reply = format!("{}.{}", self.inbox, conn::new_inbox().replace('.', "_"));
+    pub(super) fn call(&mut self, api: &str, body: &Value) -> Result<Value, String> {
         let subject = format!("$JS.API.{api}");
-        self.conn
-            .publish(&subject, Some(&reply), &[], body.to_string().as_bytes())?;
+        self.request(&subject, &[], body.to_string().as_bytes())
+    }
+
+    /// A request on any subject (a publish to a stream, answered by its PubAck) whose reply is
+    /// JetStream JSON: the JSON, or its error's description.
+    pub(super) fn request(
+        &mut self,
+        subject: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Value, String> {
+        let reply = format!("{}.{}", self.inbox, conn::new_inbox().replace('.', "_"));
+        self.conn.publish(subject, Some(&reply), headers, body)?;
         let deadline = Instant::now() + API_TIMEOUT;
-        loop {
-            let msg = self
-                .conn
-                .next_msg(Some(deadline))?
-                .ok_or_else(|| format!("no JetStream reply on {subject} within {API_TIMEOUT:?}"))?;
-            if msg.subject != reply {
+        let mut others = Vec::new();
+        let answer = loop {
+            let Some(msg) = self.conn.next_msg(Some(deadline))? else {
+                break Err(format!(
+                    "no JetStream reply on {subject} within {API_TIMEOUT:?}"
+                ));
+            };
+            if msg.sid != 1 {
+                // A command's own subscription: kept for it.
+                others.push(msg);
                 continue;
             }
-            if msg.payload.is_empty() && msg.headers.as_ref().is_some_and(Headers::is_no_responders)
-            {
-                return Err("JetStream is not enabled on this server (no responders)".into());
+            if msg.subject == reply {
+                break Ok(msg);
             }
-            let value: Value = serde_json::from_slice(&msg.payload)
-                .map_err(|e| format!("invalid JetStream reply: {e}"))?;
-            if let Some(err) = value.get("error") {
-                return Err(format!(
-                    "{} (code {}, err_code {})",
-                    err["description"].as_str().unwrap_or("error"),
-                    err["code"],
-                    err["err_code"]
-                ));
-            }
-            return Ok(value);
+        };
+        self.conn.requeue(others);
+        let msg = answer?;
+        if msg.payload.is_empty() && msg.headers.as_ref().is_some_and(Headers::is_no_responders) {
+            return Err(if subject.starts_with("$JS.API.") {
+                "JetStream is not enabled on this server (no responders)".into()
+            } else {
+                format!("no stream stores {subject} (no responders)")
+            });
         }
+        let value: Value = serde_json::from_slice(&msg.payload)
+            .map_err(|e| format!("invalid JetStream reply: {e}"))?;
+        if let Some(err) = value.get("error") {
+            return Err(format!(
+                "{} (code {}, err_code {})",
+                err["description"].as_str().unwrap_or("error"),
+                err["code"],
+                err["err_code"]
+            ));
+        }
+        Ok(value)
     }
 }
 
@@ -293,6 +318,20 @@ fn view(api: &mut Api, args: &ViewArgs) -> Result<(), String> {
     let info = api.call(&format!("STREAM.INFO.{}", args.stream), &json!({}))?;
     let last = info["state"]["last_seq"].as_u64().unwrap_or(0);
     let mut next = args.start.max(1);
+    let total = last.saturating_sub(next - 1);
+    let total = if args.count > 0 { total.min(args.count) } else { total };
+    // On a terminal, a bar on standard error for long views (the messages go to standard
+    // output); hidden when standard error is not a terminal.
+    let bar = if total >= PROGRESS_FROM {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec} ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
     let mut shown = 0;
     while next <= last && (args.count == 0 || shown < args.count) {
         let reply = api.call(
@@ -306,12 +345,19 @@ fn view(api: &mut Api, args: &ViewArgs) -> Result<(), String> {
             Err(e) => return Err(e),
         };
         let seq = msg["seq"].as_u64().unwrap_or(next);
-        print(&format_stored(&msg, args.raw))?;
+        bar.suspend(|| print(&format_stored(&msg, args.raw)))?;
         shown += 1;
+        bar.inc(1);
         next = seq + 1;
     }
+    bar.finish_and_clear();
     if !args.raw {
-        eprintln!("Shown {shown} message(s) of stream {}", args.stream);
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "Shown {shown} message(s) of stream {} in {secs:.2}s ({:.0} msgs/s)",
+            args.stream,
+            shown as f64 / secs.max(1e-6)
+        );
     }
     Ok(())
 }
@@ -432,7 +478,7 @@ fn describe(info: &Value) -> String {
     out
 }
 
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -447,7 +493,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn print_json(v: &Value) -> Result<(), String> {
+pub(super) fn print_json(v: &Value) -> Result<(), String> {
     let mut text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
     text.push('\n');
     print(text.as_bytes())

@@ -76,6 +76,8 @@ Client Subcommands (natter <subcommand> --help for their options):
     pub, sub, req, reply             Publish, subscribe, request, reply, like the nats CLI
     server check                     Check that a server answers
     stream ls|info|add|rm|view       JetStream streams (-js servers)
+    consumer ls|info|add|next|rm     JetStream consumers
+    kv add|put|get|del|watch         Key-value buckets
 ";
 
 /// Flags natter accepts but does not implement: `(long name, other spellings, takes a value)`.
