@@ -326,6 +326,15 @@ impl Bridge {
             if changes_streams {
                 bridge.resync();
             }
+            if let Some(server) = bridge.server.upgrade() {
+                crate::audit::api_done(
+                    &server,
+                    &bridge.account,
+                    &job.subject,
+                    &job.payload,
+                    reply_body.json(),
+                );
+            }
             if let Some(to) = job.reply {
                 bridge.respond(&to, &job.subject, reply_body);
             }

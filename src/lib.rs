@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -100,3 +100,106 @@ fn other_accounts_cannot_see_system_events() {
     let msgs = a.msgs_until_pong();
     assert!(msgs.is_empty(), "{msgs:?}");
 }
+
+/// `$JS.API.<api>` with `body` on a raw client subscribed to `_INBOX.r` (sid 9): the reply,
+/// skipping advisories (sid 1) that arrive meanwhile, which are returned too.
+fn js_api(c: &mut Client, api: &str, body: &str, seen: &mut Vec<(String, Value)>) -> Value {
+    c.send(format!("PUB $JS.API.{api} _INBOX.r {}\r\n{body}\r\n", body.len()).as_bytes());
+    loop {
+        let msg = c.read_msg();
+        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+        if msg.sid == "9" {
+            return v;
+        }
+        seen.push((msg.subject, v));
+    }
+}
+
+#[test]
+fn jetstream_actions_are_advised_and_logged() {
+    let store = common::temp_dir();
+    let server = Server::start_with(None, &["-js", "-sd", store.to_str().unwrap()]);
+    let mut c = server.quiet_client();
+    c.send(b"SUB $JS.EVENT.ADVISORY.> 1\r\nSUB _INBOX.r 9\r\nPING\r\n");
+    c.expect(b"PONG\r\n");
+    let mut seen = Vec::new();
+    js_api(
+        &mut c,
+        "STREAM.CREATE.S",
+        r#"{"name":"S","subjects":["s.>"]}"#,
+        &mut seen,
+    );
+    js_api(
+        &mut c,
+        "CONSUMER.CREATE.S.C",
+        r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        &mut seen,
+    );
+    js_api(&mut c, "CONSUMER.DELETE.S.C", "", &mut seen);
+    js_api(&mut c, "STREAM.DELETE.S", "", &mut seen);
+    // The advisories of the last request may trail its reply.
+    c.send(b"PING\r\n");
+    for m in c.msgs_until_pong() {
+        seen.push((m.subject, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    let actions: Vec<(String, String)> = seen
+        .iter()
+        .filter(|(s, _)| s != "$JS.EVENT.ADVISORY.API")
+        .map(|(s, v)| {
+            (
+                s.clone(),
+                v["type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (
+                "$JS.EVENT.ADVISORY.STREAM.CREATED.S",
+                "io.nats.jetstream.advisory.v1.stream_action"
+            ),
+            (
+                "$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.C",
+                "io.nats.jetstream.advisory.v1.consumer_action"
+            ),
+            (
+                "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
+                "io.nats.jetstream.advisory.v1.consumer_action"
+            ),
+            (
+                "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
+                "io.nats.jetstream.advisory.v1.stream_action"
+            ),
+        ]
+        .map(|(s, t)| (s.to_string(), t.to_string())),
+        "{seen:?}"
+    );
+    let created = &seen
+        .iter()
+        .find(|(s, _)| s.ends_with("STREAM.CREATED.S"))
+        .unwrap()
+        .1;
+    assert_eq!(
+        (&created["stream"], &created["action"]),
+        (&"S".into(), &"create".into())
+    );
+    let audits: Vec<&Value> = seen
+        .iter()
+        .filter(|(s, _)| s == "$JS.EVENT.ADVISORY.API")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(audits.len(), 4, "one api_audit per request: {seen:?}");
+    assert_eq!(audits[0]["type"], "io.nats.jetstream.advisory.v1.api_audit");
+    assert_eq!(audits[0]["subject"], "$JS.API.STREAM.CREATE.S");
+    if common::is_natter() {
+        let log = server.output("stderr");
+        for line in [
+            "JetStream stream create: S",
+            "JetStream consumer create: S > C",
+            "JetStream stream delete: S",
+        ] {
+            assert!(log.contains(line), "audit log line {line:?} in:\n{log}");
+        }
+    }
+}
