@@ -514,6 +514,17 @@ fn jsz_counts_streams_and_messages() {
         assert_eq!(server("jetstream_server_total_messages"), Some(3.0));
         assert_eq!(server("jetstream_server_jetstream_disabled"), Some(0.0));
         assert_eq!(server("jetstream_server_total_consumers"), Some(1.0));
+        // Creating the stream and acknowledging three publishes took fsyncs.
+        let fsyncs = server("natter_jetstream_fsync_seconds_count").expect("fsync histogram");
+        assert!(fsyncs >= 3.0, "{fsyncs}");
+        let inf = samples
+            .iter()
+            .find(|(k, _)| {
+                k.starts_with("natter_jetstream_fsync_seconds_bucket{") && k.contains("le=\"+Inf\"")
+            })
+            .map(|(_, v)| *v);
+        assert_eq!(inf, Some(fsyncs));
+        assert!(server("natter_jetstream_fsync_seconds_sum").unwrap() > 0.0);
         let lag = samples
             .iter()
             .find(|(k, _)| {
@@ -626,7 +637,7 @@ fn scrape(addr: &str, path: &str) -> BTreeMap<String, f64> {
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(
-                ["counter", "gauge", "untyped"].contains(&kind),
+                ["counter", "gauge", "histogram", "untyped"].contains(&kind),
                 "type {kind}: {line}"
             );
             assert!(typed.insert(name.to_string()), "second TYPE: {line}");
@@ -638,8 +649,14 @@ fn scrape(addr: &str, path: &str) -> BTreeMap<String, f64> {
                 .unwrap_or_else(|_| panic!("not a float: {line}"));
             let name = &series[..series.find('{').unwrap_or(series.len())];
             assert!(valid_prometheus_name(name, false), "{line}");
+            // A histogram's samples are its family name plus _bucket, _sum or _count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|base| typed.contains(*base))
+                .unwrap_or(name);
             assert!(
-                helped.contains(name) && typed.contains(name),
+                helped.contains(family) && typed.contains(family),
                 "no HELP and TYPE before {line}"
             );
             let labels = parse_labels(&series[name.len()..]);

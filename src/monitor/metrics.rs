@@ -100,6 +100,22 @@ pub fn collect(state: &ServerState, monitor: &Monitor, query: &MetricsQuery) -> 
         out.add("routez", key, Kind::Gauge, &[("value", value)], Num::Int(1));
     }
     jetstream(&mut out, state);
+    if state.config().jetstream.is_some() {
+        let fsync = natter_streams::metrics::fsync_stats();
+        let mut bounds: Vec<String> = natter_streams::metrics::FSYNC_BUCKETS
+            .iter()
+            .map(|le| le.to_string())
+            .collect();
+        bounds.push("+Inf".into());
+        let buckets: Vec<(String, u64)> = bounds.into_iter().zip(fsync.cumulative).collect();
+        out.add_histogram(
+            "natter_jetstream_fsync_seconds",
+            "How long each fsync of a stream file or directory took",
+            &buckets,
+            fsync.sum_seconds,
+            fsync.count,
+        );
+    }
     out.add("healthz", "status", Kind::Gauge, &[], Num::Int(0));
     out.add(
         "healthz",
@@ -443,6 +459,7 @@ fn help(subsystem: &str, field: &str) -> Option<&'static str> {
 enum Kind {
     Gauge,
     Counter,
+    Histogram,
     Untyped,
 }
 
@@ -451,6 +468,7 @@ impl Kind {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
             Kind::Untyped => "untyped",
         }
     }
@@ -500,7 +518,8 @@ impl fmt::Display for Num {
 struct Family {
     help: String,
     kind: Kind,
-    samples: Vec<(String, Num)>,
+    /// (name suffix such as `_bucket` for histograms, rendered labels, value).
+    samples: Vec<(&'static str, String, Num)>,
 }
 
 /// The families of one scrape, by name, each written once with its `# HELP` and `# TYPE`.
@@ -543,6 +562,42 @@ impl Exposition {
         labels: &[(&str, &str)],
         value: Num,
     ) {
+        self.add_sample(name, "", help, kind, labels, value);
+    }
+
+    /// A histogram family `name`: its cumulative `_bucket` counts by upper bound `le`
+    /// (the last `+Inf`), `_sum` and `_count`.
+    fn add_histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: &[(String, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        for (le, n) in buckets {
+            self.add_sample(
+                name,
+                "_bucket",
+                help,
+                Kind::Histogram,
+                &[("le", le)],
+                Num::Int(*n),
+            );
+        }
+        self.add_sample(name, "_sum", help, Kind::Histogram, &[], Num::Float(sum));
+        self.add_sample(name, "_count", help, Kind::Histogram, &[], Num::Int(count));
+    }
+
+    fn add_sample(
+        &mut self,
+        name: &str,
+        suffix: &'static str,
+        help: &str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        value: Num,
+    ) {
         let mut all: Vec<(&str, &str)> = labels.to_vec();
         all.push(("server_id", &self.server_id));
         all.sort_by_key(|&(k, _)| k);
@@ -559,7 +614,7 @@ impl Exposition {
                 kind,
                 samples: Vec::new(),
             });
-        family.samples.push((rendered, value));
+        family.samples.push((suffix, rendered, value));
     }
 
     /// The text format: per family `# HELP`, `# TYPE`, then `name{labels} value` lines.
@@ -568,8 +623,8 @@ impl Exposition {
         for (name, f) in &self.families {
             let _ = writeln!(s, "# HELP {name} {}", escape(&f.help, false));
             let _ = writeln!(s, "# TYPE {name} {}", f.kind.as_str());
-            for (labels, value) in &f.samples {
-                let _ = writeln!(s, "{name}{{{labels}}} {value}");
+            for (suffix, labels, value) in &f.samples {
+                let _ = writeln!(s, "{name}{suffix}{{{labels}}} {value}");
             }
         }
         s

@@ -78,7 +78,10 @@ impl FileHandle for RealFile {
         self.0.set_len(len)
     }
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        let start = std::time::Instant::now();
+        let r = self.0.sync_data();
+        crate::metrics::record_fsync(start.elapsed());
+        r
     }
 }
 
@@ -135,7 +138,11 @@ impl Fs for RealFs {
         std::fs::remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        let dir = File::open(dir)?;
+        let start = std::time::Instant::now();
+        let r = dir.sync_all();
+        crate::metrics::record_fsync(start.elapsed());
+        r
     }
 }
 

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod fs;
 mod jetstream;
 mod memory;
+pub mod metrics;
 pub mod record;
 mod store;
 mod stream;
