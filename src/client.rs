@@ -969,7 +969,10 @@ impl Connection {
 
     /// Tells the client `Authorization Violation` (never which part was wrong) and logs why.
     fn auth_violation(&mut self, why: &str) -> CloseReason {
-        error!("{} - authentication error: {why}", self.tag);
+        error!(
+            audit = "auth.failure",
+            "{} - authentication error: {why}", self.tag
+        );
         self.send_err("Authorization Violation");
         CloseReason::AuthenticationViolation
     }
@@ -1006,7 +1009,10 @@ impl Connection {
             {
                 let subject = String::from_utf8_lossy(subject);
                 let text = format!("Permissions Violation for Publish to \"{subject}\"");
-                error!("{} - Publish Violation - {text}", self.tag);
+                error!(
+                    audit = "permission.publish",
+                    "{} - Publish Violation - {text}", self.tag
+                );
                 self.send_err(&text);
                 return Ok(());
             }
@@ -1100,7 +1106,10 @@ impl Connection {
                     ),
                     None => format!("Permissions Violation for Subscription to \"{subject}\""),
                 };
-                error!("{} - Subscription Violation - {text}", self.tag);
+                error!(
+                    audit = "permission.subscribe",
+                    "{} - Subscription Violation - {text}", self.tag
+                );
                 self.send_err(&text);
                 return;
             }

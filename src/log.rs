@@ -326,7 +326,13 @@ where
             Clock::Utc => write!(writer, "{} ", chrono::Utc::now().format(STAMP))?,
         }
         write!(writer, "{} ", level_tag(event.metadata().level()))?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        let _ = ctx;
+        let mut fields = TextFields {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
         writeln!(writer)
     }
 }
@@ -349,6 +355,27 @@ impl LineFormat {
         event.record(&mut JsonFields(&mut obj));
         let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
         writeln!(writer, "{line}")
+    }
+}
+
+/// Writes an event's message, then its other fields as ` key=value`, except `audit`: the tag
+/// that marks audit-trail events is for JSON log pipelines, and text lines stay exactly
+/// nats-server's.
+struct TextFields<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl Visit for TextFields<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{value:?}"),
+            "audit" => Ok(()),
+            name => write!(self.writer, " {name}={value:?}"),
+        };
     }
 }
 
@@ -508,6 +535,40 @@ mod tests {
         assert_eq!(lines[1]["cid"], 5);
         assert_eq!(lines[1]["user"], "bob");
         assert_eq!(lines[1]["ok"], true);
+    }
+
+    #[test]
+    fn audit_tags_show_in_json_only() {
+        let emit = || {
+            tracing::error!(
+                audit = "auth.failure",
+                "127.0.0.1:5 - cid:1 - authentication error: bad"
+            )
+        };
+        let text = capture(
+            &LogConfig {
+                time: false,
+                ..LogConfig::default()
+            },
+            emit,
+        );
+        assert_eq!(
+            text,
+            format!(
+                "[{}] [ERR] 127.0.0.1:5 - cid:1 - authentication error: bad\n",
+                std::process::id()
+            )
+        );
+        let json = capture(
+            &LogConfig {
+                format: LogFormat::Json,
+                ..LogConfig::default()
+            },
+            emit,
+        );
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(v["audit"], "auth.failure");
+        assert_eq!(v["level"], "error");
     }
 
     #[test]

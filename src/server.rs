@@ -620,9 +620,12 @@ fn reload(state: &ServerState, reloader: &Reloader) {
             for change in changes {
                 info!("Reloaded: {change}");
             }
-            info!("Reloaded server configuration");
+            info!(audit = "config.reload", "Reloaded server configuration");
         }
-        Err(e) => error!("Failed to reload server configuration: {e}"),
+        Err(e) => error!(
+            audit = "config.reload_failed",
+            "Failed to reload server configuration: {e}"
+        ),
     }
 }
 
