@@ -921,7 +921,12 @@ impl Writer {
         }
         match self.write_appends(&run) {
             Ok(()) => {
-                let ids: HashSet<String> = run.iter().map(|o| o.subject.clone()).collect();
+                // The subjects touched matter only to a per-subject limit: no set otherwise.
+                let ids: HashSet<String> = if self.cfg.limits.max_msgs_per_subject.is_some() {
+                    run.iter().map(|o| o.subject.clone()).collect()
+                } else {
+                    HashSet::new()
+                };
                 if let Err(e) = self.enforce_limits(Some(&ids)) {
                     tracing::warn!("store: limit enforcement failed: {e}");
                 }
