@@ -130,7 +130,7 @@ fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Re
             "/subsz" => subsz::SubszQuery::parse(&query)
                 .map(|q| http::json(&subsz::Subsz::collect(state, &q))),
             "/routez" => Ok(http::json(&Routez::collect(state))),
-            "/healthz" => healthz(&query),
+            "/healthz" => healthz(state, &query),
             "/jsz" => jsz::JszQuery::parse(&query).map(|q| http::json(&jsz::collect(state, &q))),
             "/metrics" => {
                 metrics::MetricsQuery::parse(&query).map(|q| metrics::reply(state, monitor, &q))
@@ -140,17 +140,44 @@ fn handle(state: &ServerState, monitor: &Monitor, req: &Request<Incoming>) -> Re
     answer.unwrap_or_else(Reply::from)
 }
 
-/// `/healthz`: natter is healthy whenever it answers. JetStream, when enabled, is up before the
-/// monitoring port answers (the server does not start if a store cannot be opened), so
-/// `js-enabled-only` and `js-server-only` are accepted and agree.
-fn healthz(query: &Query) -> Result<Reply, BadRequest> {
+/// `/healthz`: 200 `{"status":"ok"}` when the server answers and, with JetStream on, every
+/// stream store still accepts writes (JetStream is up before the monitoring port, since the
+/// server does not start if a store cannot be opened). A store that stopped after a failed
+/// fsync makes it 503 with nats-server's `unavailable` shape, naming the stream. Without
+/// JetStream, `js-enabled-only` and `js-server-only` change nothing (as with nats-server).
+fn healthz(state: &ServerState, query: &Query) -> Result<Reply, BadRequest> {
     query.bool("js-enabled-only")?;
     query.bool("js-server-only")?;
-    #[derive(Serialize)]
-    struct Health {
-        status: &'static str,
+    let failed: Vec<String> = state
+        .jetstream
+        .get()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| {
+            let account = b.account().name.clone();
+            b.streams()
+                .failures()
+                .into_iter()
+                .map(move |(stream, why)| {
+                    format!("JetStream stream '{account} > {stream}' is not writable: {why}")
+                })
+        })
+        .collect();
+    if failed.is_empty() {
+        #[derive(Serialize)]
+        struct Health {
+            status: &'static str,
+        }
+        return Ok(http::json_compact(&Health { status: "ok" }));
     }
-    Ok(http::json_compact(&Health { status: "ok" }))
+    let body = serde_json::json!({
+        "status": "unavailable",
+        "status_code": 503,
+        "error": failed.join("; "),
+    });
+    let mut reply = http::json_compact(&body);
+    *reply.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    Ok(reply)
 }
 
 /// `/routez`: natter does not cluster, so there are never routes.

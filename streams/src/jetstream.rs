@@ -462,6 +462,15 @@ impl JetStream {
         }
     }
 
+    /// Streams whose store stopped accepting writes, with why (for health checks); empty when
+    /// all is well.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.streams()
+            .values()
+            .filter_map(|s| Some((s.name.clone(), s.store.failure()?)))
+            .collect()
+    }
+
     /// Names of all streams, sorted.
     pub fn stream_names(&self) -> Vec<String> {
         self.streams().keys().cloned().collect()

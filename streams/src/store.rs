@@ -409,6 +409,8 @@ struct Alloc {
 struct Shared {
     alloc: Mutex<Alloc>,
     index: Arc<Mutex<Index>>,
+    /// Why the writer stopped writing, once it did (see [`FileStore::failure`]).
+    failed: Arc<std::sync::OnceLock<String>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -464,7 +466,9 @@ impl FileStore {
         let next_seq = index.last_seq + 1;
         let index = Arc::new(Mutex::new(index));
         let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(std::sync::OnceLock::new());
         let mut writer = Writer {
+            failed: failed.clone(),
             fs,
             root: dir.to_path_buf(),
             dir: msgs_dir,
@@ -488,6 +492,7 @@ impl FileStore {
                     tx: Some(tx),
                 }),
                 index,
+                failed,
                 writer: Mutex::new(Some(handle)),
             }),
         };
@@ -675,6 +680,12 @@ impl FileStore {
             .collect()
     }
 
+    /// Why the store stopped accepting writes (a failed sync or rollback left what is on disk
+    /// unknown until it is reopened); `None` while it is healthy.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.get().cloned()
+    }
+
     /// Syncs everything and stops the writer. Later operations fail with [`Error::Closed`].
     pub fn close(&self) -> Result<()> {
         let r = self.sync();
@@ -724,6 +735,8 @@ struct Writer {
     dirty: Vec<Arc<dyn FileHandle>>,
     last_sync: Instant,
     poisoned: Option<String>,
+    /// Shared with the store's handles, so health checks see a poisoned writer.
+    failed: Arc<std::sync::OnceLock<String>>,
     last_expire: Instant,
     /// A file was created in `dir` whose entry may not be durable yet (e.g. a segment created by
     /// a batch that then failed): the next successful write syncs the directory before acking.
@@ -858,6 +871,7 @@ impl Writer {
         tracing::error!("store: stopping writes after failure: {e}");
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
+            let _ = self.failed.set(e.to_string());
         }
     }
 

@@ -60,6 +60,12 @@ impl Store {
     pub(crate) fn sync(&self) -> Pending<()> {
         delegate!(self, s => s.sync())
     }
+    pub(crate) fn failure(&self) -> Option<String> {
+        match self {
+            Store::File(s) => s.failure(),
+            Store::Mem(_) => None,
+        }
+    }
     pub(crate) fn close(&self) -> Result<()> {
         delegate!(self, s => s.close())
     }

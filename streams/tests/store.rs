@@ -508,9 +508,14 @@ fn failed_fsync_poisons_until_reopen() {
     let fs = SimFs::new();
     let (s, _) = open_sim(&fs, FileStoreConfig::default());
     put(&s, "a", "1");
+    assert_eq!(s.failure(), None);
     fs.set_fail_sync(true);
     assert!(s.append("a", Bytes::new(), b("2"), 0).wait().is_err());
     fs.set_fail_sync(false);
+    assert!(
+        s.failure().is_some(),
+        "a health check sees the stopped writer"
+    );
     assert!(matches!(
         s.append("a", Bytes::new(), b("3"), 0).wait(),
         Err(Error::Poisoned(_))
