@@ -1,15 +1,23 @@
-//! JetStream consumers, KV and the object store over TCP with the async-nats client: pull and
-//! push consumers, acks and redelivery, durable consumers across a restart, and the KV and
-//! object-store APIs built on them.
+//! JetStream consumers, KV and the object store over TCP. With the async-nats JetStream client:
+//! pull and push consumers, acks and redelivery, durable consumers across a restart, and the KV
+//! and object-store APIs built on them. With raw `$JS.API.CONSUMER.*` requests over the core
+//! client (and raw sockets for exact frames), so that statuses, headers and reply subjects are
+//! visible: every CREATE form, INFO, DELETE, NAMES, LIST, PAUSE, inactive ephemerals, deliver,
+//! ack and replay policies, ack_wait/max_deliver/backoff, filters, max_ack_pending,
+//! headers_only, pull request options and statuses, push groups, heartbeats and flow control,
+//! every ack kind and retention by interest and work queue. Each test passes against
+//! nats-server 2.15 as well (`NATTER_TEST_SERVER`).
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use async_nats::{HeaderMap, Message, Subscriber};
 use bytes::Bytes;
 use common::{temp_dir, Server};
 use futures::StreamExt;
+use serde_json::{json, Value};
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f)
@@ -292,4 +300,1338 @@ async fn object_store_put_get_info_list_delete() {
     assert_eq!(names, ["big.bin"]);
     bucket.delete("big.bin").await.unwrap();
     assert!(bucket.get("big.bin").await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The consumer API and delivery semantics, driven with raw JSON requests over the core client so
+// that statuses, headers and reply subjects are visible.
+// ---------------------------------------------------------------------------------------------
+
+async fn core(server: &Server) -> async_nats::Client {
+    within("connect", async_nats::connect(server.url()))
+        .await
+        .expect("connect")
+}
+
+/// A JetStream API request; the JSON reply.
+async fn api(nc: &async_nats::Client, subject: &str, body: Value) -> Value {
+    let payload = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let m = within(subject, nc.request(subject.to_string(), payload))
+        .await
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&m.payload).expect("API reply is JSON")
+}
+
+/// `api`, which must succeed.
+async fn api_ok(nc: &async_nats::Client, subject: &str, body: Value) -> Value {
+    let r = api(nc, subject, body).await;
+    assert!(r.get("error").is_none(), "{subject}: {r}");
+    r
+}
+
+async fn add_stream(nc: &async_nats::Client, config: Value) {
+    let name = config["name"].as_str().unwrap().to_string();
+    api_ok(nc, &format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+}
+
+/// Publishes through JetStream; the stream sequence.
+async fn publish(nc: &async_nats::Client, subject: &str, payload: &str) -> u64 {
+    let m = within(
+        "publish",
+        nc.request(subject.to_string(), Bytes::from(payload.to_string())),
+    )
+    .await
+    .unwrap();
+    let ack: Value = serde_json::from_slice(&m.payload).unwrap();
+    ack["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("PubAck: {ack}"))
+}
+
+/// Creates a consumer with `$JS.API.CONSUMER.CREATE.<stream>[.<name>]`; its info.
+async fn add_consumer(nc: &async_nats::Client, stream: &str, config: Value) -> Value {
+    let name = config
+        .get("durable_name")
+        .or(config.get("name"))
+        .and_then(Value::as_str);
+    let subject = match name {
+        Some(n) => format!("$JS.API.CONSUMER.CREATE.{stream}.{n}"),
+        None => format!("$JS.API.CONSUMER.CREATE.{stream}"),
+    };
+    api_ok(
+        nc,
+        &subject,
+        json!({"stream_name": stream, "config": config}),
+    )
+    .await
+}
+
+async fn consumer_info(nc: &async_nats::Client, stream: &str, name: &str) -> Value {
+    api(
+        nc,
+        &format!("$JS.API.CONSUMER.INFO.{stream}.{name}"),
+        Value::Null,
+    )
+    .await
+}
+
+/// Sends a pull request; the subscription its answers arrive on.
+async fn pull(nc: &async_nats::Client, stream: &str, consumer: &str, req: Value) -> Subscriber {
+    let inbox = nc.new_inbox();
+    let sub = nc.subscribe(inbox.clone()).await.unwrap();
+    nc.publish_with_reply(
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        inbox,
+        Bytes::from(req.to_string()),
+    )
+    .await
+    .unwrap();
+    nc.flush().await.unwrap();
+    sub
+}
+
+/// The next message within `d`, or None.
+async fn recv(sub: &mut Subscriber, d: Duration) -> Option<Message> {
+    tokio::time::timeout(d, sub.next()).await.ok().flatten()
+}
+
+/// A raw client that announced header support (statuses are header-only messages).
+fn raw_client(server: &Server) -> common::Client {
+    let mut c = server.client();
+    c.send(b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\nPING\r\n");
+    c.expect(b"PONG\r\n");
+    c
+}
+
+/// A raw `PUB` frame.
+fn pub_frame(subject: &str, reply: &str, payload: &str) -> Vec<u8> {
+    format!("PUB {subject} {reply} {}\r\n{payload}\r\n", payload.len()).into_bytes()
+}
+
+fn status_of(m: &Message) -> Option<u16> {
+    m.status.map(|s| s.as_u16())
+}
+
+fn header(m: &Message, name: &str) -> Option<String> {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+/// Messages (skipping idle heartbeats) until a terminal status or `d` of silence; the
+/// messages and the terminal status message if any.
+async fn collect(sub: &mut Subscriber, d: Duration) -> (Vec<Message>, Option<Message>) {
+    let mut msgs = Vec::new();
+    while let Some(m) = recv(sub, d).await {
+        match status_of(&m) {
+            None => msgs.push(m),
+            Some(100) => {}
+            Some(_) => return (msgs, Some(m)),
+        }
+    }
+    (msgs, None)
+}
+
+/// The stream sequence of a delivery, from its reply subject.
+fn sseq(m: &Message) -> u64 {
+    ack_tokens(m)[5].parse().unwrap()
+}
+
+/// The delivery count of a delivery, from its reply subject.
+fn delivered(m: &Message) -> u64 {
+    ack_tokens(m)[4].parse().unwrap()
+}
+
+fn ack_tokens(m: &Message) -> Vec<String> {
+    let r = m.reply.as_ref().expect("delivery has a reply subject");
+    r.split('.').map(str::to_string).collect()
+}
+
+fn seqs(msgs: &[Message]) -> Vec<u64> {
+    msgs.iter().map(sseq).collect()
+}
+
+async fn ack(nc: &async_nats::Client, m: &Message, body: &str) {
+    nc.publish(m.reply.clone().unwrap(), Bytes::from(body.to_string()))
+        .await
+        .unwrap();
+}
+
+/// An acknowledgement the server confirms (double ack): it has been applied on return.
+async fn ack_sync(nc: &async_nats::Client, m: &Message, body: &str) {
+    within(
+        "double ack",
+        nc.request(m.reply.clone().unwrap(), Bytes::from(body.to_string())),
+    )
+    .await
+    .expect("ack confirmed");
+}
+
+/// RFC 3339 (UTC, nanoseconds) of Unix nanoseconds.
+fn rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+const MS: u64 = 1_000_000;
+
+/// A server with a stream `S` on `s.>` holding `subjects` in order (payloads `m<seq>`).
+async fn s_with(subjects: &[&str]) -> (Server, async_nats::Client) {
+    let server = js_server(&temp_dir());
+    let nc = core(&server).await;
+    add_stream(&nc, json!({"name": "S", "subjects": ["s.>"]})).await;
+    for (i, s) in subjects.iter().enumerate() {
+        publish(&nc, s, &format!("m{}", i + 1)).await;
+    }
+    (server, nc)
+}
+
+#[tokio::test]
+async fn consumer_api_create_forms_info_names_list_pause_delete() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.a"]).await;
+    // Without a name in the subject: an ephemeral with a generated name.
+    let eph = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S",
+        json!({"stream_name": "S", "config": {"ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(
+        eph["type"],
+        "io.nats.jetstream.api.v1.consumer_create_response"
+    );
+    let eph_name = eph["name"].as_str().unwrap().to_string();
+    assert!(!eph_name.is_empty());
+    assert!(eph["config"].get("durable_name").is_none(), "{eph}");
+    assert_eq!(eph["num_pending"], 3);
+    // A durable named in the subject and the config.
+    let named = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.named",
+        json!({"stream_name": "S", "config": {"durable_name": "named", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(
+        (&named["name"], &named["config"]["durable_name"]),
+        (&json!("named"), &json!("named"))
+    );
+    // A different durable name in the subject than in the config is refused; a different
+    // `name` gives way to the subject's.
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.other",
+        json!({"stream_name": "S", "config": {"durable_name": "named"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10017, "{r}");
+    let r = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.subj",
+        json!({"stream_name": "S", "config": {"name": "cfg", "inactive_threshold": 60_000 * MS}}),
+    )
+    .await;
+    assert_eq!(r["name"], "subj", "{r}");
+    // The stream in the body must be the subject's.
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.x",
+        json!({"stream_name": "T", "config": {"durable_name": "x"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10056, "{r}");
+    // The durable name sent to the ephemeral form is refused.
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S",
+        json!({"stream_name": "S", "config": {"durable_name": "x"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10020, "{r}");
+    // action: create of an existing one with another config; update of a missing one;
+    // an update that changes what may not change; an allowed update.
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.named",
+        json!({"stream_name": "S", "action": "create",
+               "config": {"durable_name": "named", "ack_policy": "all"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10148, "{r}");
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.ghost",
+        json!({"stream_name": "S", "action": "update", "config": {"durable_name": "ghost"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10149, "{r}");
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.named",
+        json!({"stream_name": "S", "config": {"durable_name": "named", "ack_policy": "all"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10012, "{r}");
+    let r = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.named",
+        json!({"stream_name": "S", "config": {"durable_name": "named", "ack_policy": "explicit",
+                                             "max_deliver": 5}}),
+    )
+    .await;
+    assert_eq!(r["config"]["max_deliver"], 5, "{r}");
+    api_ok(&nc, "$JS.API.CONSUMER.DELETE.S.subj", Value::Null).await;
+    // The filtered-subject form: the filter in the subject must be the config's.
+    let filt = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.filt.s.a",
+        json!({"stream_name": "S", "config": {"durable_name": "filt", "filter_subject": "s.a"}}),
+    )
+    .await;
+    assert_eq!(filt["num_pending"], 2);
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.filt2.s.b",
+        json!({"stream_name": "S", "config": {"durable_name": "filt2", "filter_subject": "s.a"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10131, "{r}");
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.filt3.s.a",
+        json!({"stream_name": "S", "config": {"durable_name": "filt3", "filter_subjects": ["s.a"]}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10137, "{r}");
+    // The legacy DURABLE.CREATE, which needs durable_name.
+    let dur = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.DURABLE.CREATE.S.dur",
+        json!({"stream_name": "S", "config": {"durable_name": "dur", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(dur["name"], "dur");
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.DURABLE.CREATE.S.dur2",
+        json!({"stream_name": "S", "config": {"ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10018, "{r}");
+    // INFO.
+    let info = consumer_info(&nc, "S", "dur").await;
+    assert_eq!(
+        info["type"],
+        "io.nats.jetstream.api.v1.consumer_info_response"
+    );
+    assert_eq!(
+        (&info["stream_name"], &info["name"], &info["num_pending"]),
+        (&json!("S"), &json!("dur"), &json!(3))
+    );
+    for subject in [
+        "$JS.API.CONSUMER.INFO.S.dur",
+        "$JS.API.CONSUMER.DELETE.S.dur",
+    ] {
+        let r = within("request", nc.request(subject, Bytes::from_static(b"null")))
+            .await
+            .unwrap();
+        let r: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(r["error"]["err_code"], 10038, "a body is refused: {r}");
+    }
+    let missing = consumer_info(&nc, "S", "nope").await;
+    assert_eq!(
+        (&missing["error"]["code"], &missing["error"]["err_code"]),
+        (&json!(404), &json!(10014)),
+        "{missing}"
+    );
+    // NAMES and LIST.
+    let mut want = vec![
+        eph_name.clone(),
+        "dur".into(),
+        "filt".into(),
+        "named".into(),
+    ];
+    want.sort();
+    let names = api_ok(&nc, "$JS.API.CONSUMER.NAMES.S", Value::Null).await;
+    assert_eq!(
+        names["type"],
+        "io.nats.jetstream.api.v1.consumer_names_response"
+    );
+    let mut got: Vec<String> = serde_json::from_value(names["consumers"].clone()).unwrap();
+    got.sort();
+    assert_eq!((got, &names["total"]), (want.clone(), &json!(4)));
+    let list = api_ok(&nc, "$JS.API.CONSUMER.LIST.S", json!({})).await;
+    assert_eq!(
+        list["type"],
+        "io.nats.jetstream.api.v1.consumer_list_response"
+    );
+    let mut got: Vec<String> = list["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!((got, &list["total"]), (want, &json!(4)));
+    // PAUSE: a paused consumer delivers nothing until it is resumed.
+    let until = rfc3339(now_ns() + 60_000_000_000);
+    let p = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.PAUSE.S.dur",
+        json!({"pause_until": until}),
+    )
+    .await;
+    assert_eq!(
+        p["type"],
+        "io.nats.jetstream.api.v1.consumer_pause_response"
+    );
+    assert_eq!(p["paused"], true, "{p}");
+    assert!(
+        p["pause_remaining"].as_i64().unwrap() > 50_000_000_000,
+        "{p}"
+    );
+    let info = consumer_info(&nc, "S", "dur").await;
+    assert_eq!(info["paused"], true, "{info}");
+    let mut sub = pull(&nc, "S", "dur", json!({"batch": 1, "expires": 300 * MS})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(2)).await;
+    assert!(msgs.is_empty(), "paused consumer delivered");
+    assert_eq!(end.as_ref().and_then(status_of), Some(408));
+    let p = api_ok(&nc, "$JS.API.CONSUMER.PAUSE.S.dur", json!({})).await;
+    assert_eq!(p["paused"], false, "{p}");
+    let p = api(&nc, "$JS.API.CONSUMER.PAUSE.S.nope", json!({})).await;
+    assert_eq!(
+        (&p["error"]["err_code"], &p["paused"]),
+        (&json!(10014), &json!(false)),
+        "{p}"
+    );
+    let mut sub = pull(&nc, "S", "dur", json!({"batch": 1, "expires": 1000 * MS})).await;
+    let (msgs, _) = collect(&mut sub, Duration::from_millis(500)).await;
+    assert_eq!(seqs(&msgs), [1], "resumed consumer delivers");
+    // DELETE.
+    for name in [eph_name.as_str(), "dur"] {
+        let d = api_ok(
+            &nc,
+            &format!("$JS.API.CONSUMER.DELETE.S.{name}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            d["type"],
+            "io.nats.jetstream.api.v1.consumer_delete_response"
+        );
+        assert_eq!(d["success"], true);
+        let gone = consumer_info(&nc, "S", name).await;
+        assert_eq!(gone["error"]["err_code"], 10014, "{gone}");
+    }
+    let d = api(&nc, "$JS.API.CONSUMER.DELETE.S.dur", Value::Null).await;
+    assert_eq!(d["error"]["code"], 404, "{d}");
+    let names = api_ok(&nc, "$JS.API.CONSUMER.NAMES.S", Value::Null).await;
+    assert_eq!(names["total"], 2);
+}
+
+#[tokio::test]
+async fn ephemeral_consumer_is_removed_after_inactive_threshold() {
+    let (_server, nc) = s_with(&["s.a"]).await;
+    let short = add_consumer(
+        &nc,
+        "S",
+        json!({"ack_policy": "explicit", "inactive_threshold": 300 * MS}),
+    )
+    .await;
+    let short = short["name"].as_str().unwrap().to_string();
+    let long = add_consumer(
+        &nc,
+        "S",
+        json!({"ack_policy": "explicit", "inactive_threshold": 30_000 * MS}),
+    )
+    .await;
+    let long = long["name"].as_str().unwrap().to_string();
+    assert!(consumer_info(&nc, "S", &short).await.get("error").is_none());
+    let start = Instant::now();
+    loop {
+        let info = consumer_info(&nc, "S", &short).await;
+        if info["error"]["err_code"] == 10014 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "ephemeral still there: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let info = consumer_info(&nc, "S", &long).await;
+    assert!(info.get("error").is_none(), "{info}");
+}
+
+/// Stream sequences a new consumer with `config` delivers (all it has, `no_wait`).
+async fn delivers(nc: &async_nats::Client, config: Value) -> Vec<u64> {
+    let info = add_consumer(nc, "S", config).await;
+    let name = info["name"].as_str().unwrap();
+    let mut sub = pull(nc, "S", name, json!({"batch": 20, "no_wait": true})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(2)).await;
+    assert_eq!(end.as_ref().and_then(status_of), Some(404));
+    seqs(&msgs)
+}
+
+#[tokio::test]
+async fn deliver_policies() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.a"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = now_ns();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publish(&nc, "s.a", "m5").await;
+    publish(&nc, "s.b", "m6").await;
+    let all = json!({"ack_policy": "none"});
+    let with = |extra: Value| {
+        let mut c = all.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    assert_eq!(delivers(&nc, all.clone()).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        delivers(&nc, with(json!({"deliver_policy": "last"}))).await,
+        [6]
+    );
+    assert_eq!(
+        delivers(
+            &nc,
+            with(json!({"deliver_policy": "last", "filter_subject": "s.c"}))
+        )
+        .await,
+        [3]
+    );
+    assert_eq!(
+        delivers(
+            &nc,
+            with(json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 4}))
+        )
+        .await,
+        [4, 5, 6]
+    );
+    assert_eq!(
+        delivers(
+            &nc,
+            with(json!({"deliver_policy": "by_start_time", "opt_start_time": rfc3339(between)}))
+        )
+        .await,
+        [5, 6]
+    );
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S",
+        json!({"stream_name": "S", "config": with(json!({"deliver_policy": "last_per_subject"}))}),
+    )
+    .await;
+    assert_eq!(
+        r["error"]["err_code"], 10094,
+        "last_per_subject needs a filter: {r}"
+    );
+    assert_eq!(
+        delivers(
+            &nc,
+            with(json!({"deliver_policy": "last_per_subject", "filter_subject": "s.>"}))
+        )
+        .await,
+        [3, 5, 6]
+    );
+    assert_eq!(
+        delivers(
+            &nc,
+            with(json!({"deliver_policy": "last_per_subject", "filter_subject": "s.a"}))
+        )
+        .await,
+        [5]
+    );
+    // New: only what is stored after the consumer was created.
+    let info = add_consumer(
+        &nc,
+        "S",
+        with(json!({"deliver_policy": "new", "name": "new"})),
+    )
+    .await;
+    assert_eq!(info["num_pending"], 0);
+    let mut sub = pull(&nc, "S", "new", json!({"batch": 20, "expires": 600 * MS})).await;
+    publish(&nc, "s.d", "m7").await;
+    let (msgs, _) = collect(&mut sub, Duration::from_secs(2)).await;
+    assert_eq!(seqs(&msgs), [7]);
+}
+
+#[tokio::test]
+async fn ack_policies_explicit_all_none() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.d"]).await;
+    for (policy, acked, pending, floor) in [
+        ("explicit", 2u64, 2u64, 0u64),
+        ("all", 2, 1, 2),
+        ("none", 0, 0, 3),
+    ] {
+        add_consumer(
+            &nc,
+            "S",
+            json!({"durable_name": policy, "ack_policy": policy}),
+        )
+        .await;
+        let mut sub = pull(&nc, "S", policy, json!({"batch": 3, "expires": 2000 * MS})).await;
+        let (msgs, _) = collect(&mut sub, Duration::from_millis(300)).await;
+        assert_eq!(seqs(&msgs), [1, 2, 3], "{policy}");
+        if acked > 0 {
+            ack_sync(&nc, &msgs[acked as usize - 1], "+ACK").await;
+        }
+        let info = consumer_info(&nc, "S", policy).await;
+        assert_eq!(
+            (
+                info["num_ack_pending"].as_u64().unwrap(),
+                info["ack_floor"]["stream_seq"].as_u64().unwrap(),
+                info["delivered"]["stream_seq"].as_u64().unwrap(),
+                info["num_pending"].as_u64().unwrap(),
+            ),
+            (pending, floor, 3, 1),
+            "{policy}: {info}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ack_wait_then_max_deliver_advisory() {
+    let (_server, nc) = s_with(&["s.a", "s.b"]).await;
+    let mut adv = nc
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.md")
+        .await
+        .unwrap();
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "md", "ack_policy": "explicit", "ack_wait": 200 * MS, "max_deliver": 2}),
+    )
+    .await;
+    let t0 = Instant::now();
+    let mut sub = pull(&nc, "S", "md", json!({"batch": 10, "expires": 1500 * MS})).await;
+    let mut got = Vec::new();
+    while let Some(m) = recv(&mut sub, Duration::from_millis(1000)).await {
+        if status_of(&m).is_some() {
+            break;
+        }
+        got.push((sseq(&m), delivered(&m), t0.elapsed()));
+        if sseq(&m) == 2 {
+            ack(&nc, &m, "+ACK").await;
+        }
+    }
+    let pairs: Vec<(u64, u64)> = got.iter().map(|g| (g.0, g.1)).collect();
+    assert_eq!(pairs, [(1, 1), (2, 1), (1, 2)], "{got:?}");
+    assert!(
+        got[2].2 >= Duration::from_millis(180) && got[2].2 < Duration::from_millis(800),
+        "redelivered after the ack wait: {got:?}"
+    );
+    let a = within("max deliveries advisory", adv.next()).await.unwrap();
+    let a: Value = serde_json::from_slice(&a.payload).unwrap();
+    assert_eq!(a["type"], "io.nats.jetstream.advisory.v1.max_deliver");
+    assert_eq!(
+        (
+            &a["stream"],
+            &a["consumer"],
+            &a["stream_seq"],
+            &a["deliveries"]
+        ),
+        (&json!("S"), &json!("md"), &json!(1), &json!(2)),
+        "{a}"
+    );
+}
+
+#[tokio::test]
+async fn backoff_spaces_redeliveries() {
+    let (_server, nc) = s_with(&["s.a"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "bo", "ack_policy": "explicit", "max_deliver": 3,
+               "backoff": [100 * MS, 500 * MS]}),
+    )
+    .await;
+    let t0 = Instant::now();
+    let mut sub = pull(&nc, "S", "bo", json!({"batch": 10, "expires": 1500 * MS})).await;
+    let mut at = Vec::new();
+    while let Some(m) = recv(&mut sub, Duration::from_secs(2)).await {
+        if status_of(&m).is_some() {
+            break;
+        }
+        at.push((delivered(&m), t0.elapsed()));
+    }
+    let dcs: Vec<u64> = at.iter().map(|a| a.0).collect();
+    assert_eq!(dcs, [1, 2, 3], "{at:?}");
+    let first = at[1].1 - at[0].1;
+    let second = at[2].1 - at[1].1;
+    assert!(
+        first >= Duration::from_millis(80) && first < Duration::from_millis(400),
+        "{at:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(450) && second < Duration::from_millis(1000),
+        "{at:?}"
+    );
+}
+
+#[tokio::test]
+async fn filter_subject_and_filter_subjects() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.a.x", "s.b"]).await;
+    let one = add_consumer(&nc, "S", json!({"name": "one", "filter_subject": "s.b"})).await;
+    assert_eq!(one["num_pending"], 2);
+    let many = add_consumer(
+        &nc,
+        "S",
+        json!({"name": "many", "filter_subjects": ["s.a.>", "s.c"]}),
+    )
+    .await;
+    assert_eq!(many["num_pending"], 2);
+    for (name, want) in [("one", vec![2, 5]), ("many", vec![3, 4])] {
+        let mut sub = pull(&nc, "S", name, json!({"batch": 10, "no_wait": true})).await;
+        let (msgs, _) = collect(&mut sub, Duration::from_secs(1)).await;
+        assert_eq!(seqs(&msgs), want, "{name}");
+        for m in &msgs {
+            ack(&nc, m, "+ACK").await;
+        }
+    }
+    // New messages are filtered too.
+    publish(&nc, "s.c", "m6").await;
+    publish(&nc, "s.b", "m7").await;
+    let info = consumer_info(&nc, "S", "one").await;
+    assert_eq!(info["num_pending"], 1, "{info}");
+    let mut sub = pull(&nc, "S", "many", json!({"batch": 10, "no_wait": true})).await;
+    let (msgs, _) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [6]);
+}
+
+#[tokio::test]
+async fn replay_original_keeps_the_publish_timing() {
+    let server = js_server(&temp_dir());
+    let nc = core(&server).await;
+    add_stream(&nc, json!({"name": "S", "subjects": ["s.>"]})).await;
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        publish(&nc, "s.a", &format!("m{i}")).await;
+    }
+    let mut sub = nc.subscribe("replay.here").await.unwrap();
+    nc.flush().await.unwrap();
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "rp", "deliver_subject": "replay.here", "replay_policy": "original"}),
+    )
+    .await;
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        within("replayed message", sub.next()).await.unwrap();
+        at.push(Instant::now());
+    }
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(200) && gap < Duration::from_millis(600),
+            "gap {gap:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn max_ack_pending_holds_back_deliveries() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.d"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "map", "ack_policy": "explicit", "max_ack_pending": 2}),
+    )
+    .await;
+    let mut sub = pull(&nc, "S", "map", json!({"batch": 4, "expires": 2000 * MS})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_millis(400)).await;
+    assert!(end.is_none());
+    assert_eq!(seqs(&msgs), [1, 2], "only max_ack_pending outstanding");
+    ack(&nc, &msgs[0], "+ACK").await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(sseq(&m), 3);
+    assert!(recv(&mut sub, Duration::from_millis(300)).await.is_none());
+    let info = consumer_info(&nc, "S", "map").await;
+    assert_eq!(info["num_ack_pending"], 2, "{info}");
+}
+
+#[tokio::test]
+async fn headers_only_sends_the_size_instead_of_the_payload() {
+    let (_server, nc) = s_with(&[]).await;
+    let mut h = HeaderMap::new();
+    h.insert("X-Kind", "order");
+    within(
+        "publish",
+        nc.request_with_headers("s.a", h, Bytes::from_static(b"hello world")),
+    )
+    .await
+    .unwrap();
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "ho", "headers_only": true}),
+    )
+    .await;
+    let mut sub = pull(&nc, "S", "ho", json!({"batch": 1})).await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert!(m.payload.is_empty());
+    assert_eq!(header(&m, "Nats-Msg-Size").as_deref(), Some("11"));
+    assert_eq!(header(&m, "X-Kind").as_deref(), Some("order"));
+    assert_eq!(m.subject.as_str(), "s.a");
+}
+
+#[tokio::test]
+async fn pull_requests_batch_expires_no_wait_max_bytes_heartbeat_and_statuses() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "p", "ack_policy": "explicit", "max_batch": 5}),
+    )
+    .await;
+    // batch: two of three, each with the pending count left in its reply subject.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 2})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_millis(300)).await;
+    assert!(end.is_none());
+    assert_eq!(seqs(&msgs), [1, 2]);
+    let pend: Vec<String> = msgs.iter().map(|m| ack_tokens(m)[8].clone()).collect();
+    assert_eq!(pend, ["2", "1"]);
+    // no_wait with fewer messages than the batch: what there is, then a 404 or 408 end.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 3, "no_wait": true})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [3]);
+    assert_eq!(end.as_ref().and_then(status_of), Some(404));
+    // no_wait with nothing: 404 No Messages.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 1, "no_wait": true})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(status_of(&m), Some(404));
+    assert_eq!(m.description.as_deref(), Some("No Messages"));
+    // no_wait with expires and nothing yet: it waits for a message instead, and ends once it
+    // had some.
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 3, "no_wait": true, "expires": 2000 * MS}),
+    )
+    .await;
+    assert!(recv(&mut sub, Duration::from_millis(200)).await.is_none());
+    publish(&nc, "s.late", "late").await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [4]);
+    assert_eq!(end.as_ref().and_then(status_of), Some(404));
+    // A negative expires: 408 at once.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 2, "expires": -5})).await;
+    let m = recv(&mut sub, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(status_of(&m), Some(408));
+    assert_eq!(header(&m, "Nats-Pending-Messages").as_deref(), Some("2"));
+    // expires with nothing: 408 Request Timeout with what the request had left.
+    let t0 = Instant::now();
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 4, "expires": 300 * MS, "max_bytes": 5000}),
+    )
+    .await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status_of(&m), Some(408));
+    assert_eq!(m.description.as_deref(), Some("Request Timeout"));
+    assert_eq!(header(&m, "Nats-Pending-Messages").as_deref(), Some("4"));
+    assert_eq!(header(&m, "Nats-Pending-Bytes").as_deref(), Some("5000"));
+    // idle_heartbeat: 100 Idle Heartbeat while waiting.
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 1, "expires": 700 * MS, "idle_heartbeat": 100 * MS}),
+    )
+    .await;
+    let mut beats = 0;
+    let mut last = None;
+    while let Some(m) = recv(&mut sub, Duration::from_secs(2)).await {
+        match status_of(&m) {
+            Some(100) => {
+                assert_eq!(m.description.as_deref(), Some("Idle Heartbeat"));
+                beats += 1;
+            }
+            s => {
+                last = s;
+                break;
+            }
+        }
+    }
+    assert!(beats >= 3, "{beats} heartbeats");
+    assert_eq!(last, Some(408));
+    // max_bytes smaller than the next message: 409 Message Size Exceeds MaxBytes.
+    publish(&nc, "s.d", &"x".repeat(200)).await;
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 2, "expires": 1000 * MS, "max_bytes": 50}),
+    )
+    .await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(status_of(&m), Some(409));
+    assert_eq!(
+        m.description.as_deref(),
+        Some("Message Size Exceeds MaxBytes")
+    );
+    assert_eq!(header(&m, "Nats-Pending-Messages").as_deref(), Some("2"));
+    assert_eq!(header(&m, "Nats-Pending-Bytes").as_deref(), Some("50"));
+    // Limits of the consumer: 409 Exceeded MaxRequestBatch.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 6})).await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(status_of(&m), Some(409));
+    assert_eq!(
+        m.description.as_deref(),
+        Some("Exceeded MaxRequestBatch of 5")
+    );
+    // A request still waiting when its consumer is deleted: 409 Consumer Deleted.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 5, "expires": 5000 * MS})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(sseq(&m), 5);
+    api_ok(&nc, "$JS.API.CONSUMER.DELETE.S.p", Value::Null).await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(status_of(&m), Some(409));
+    assert_eq!(m.description.as_deref(), Some("Consumer Deleted"));
+}
+
+#[tokio::test]
+async fn pull_statuses_on_the_wire() {
+    // The raw frame of a 408, as a client library parses it.
+    let (server, nc) = s_with(&[]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "raw", "ack_policy": "explicit"}),
+    )
+    .await;
+    let mut c = raw_client(&server);
+    c.send(b"SUB in 1\r\n");
+    c.send(&pub_frame(
+        "$JS.API.CONSUMER.MSG.NEXT.S.raw",
+        "in",
+        r#"{"batch":3,"expires":200000000}"#,
+    ));
+    let m = c.read_msg();
+    assert_eq!((m.subject.as_str(), m.reply.as_deref()), ("in", None));
+    assert_eq!(
+        String::from_utf8(m.headers.unwrap()).unwrap(),
+        "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\nNats-Pending-Bytes: 0\r\n\r\n"
+    );
+    assert!(m.payload.is_empty());
+    c.send(&pub_frame(
+        "$JS.API.CONSUMER.MSG.NEXT.S.raw",
+        "in",
+        r#"{"batch":1,"no_wait":true}"#,
+    ));
+    let m = c.read_msg();
+    assert_eq!(
+        String::from_utf8(m.headers.unwrap()).unwrap(),
+        "NATS/1.0 404 No Messages\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn push_consumer_deliver_group_shares_the_messages() {
+    let (_server, nc) = s_with(&[]).await;
+    let mut a = nc
+        .queue_subscribe("grp.deliver", "workers".into())
+        .await
+        .unwrap();
+    let mut b = nc
+        .queue_subscribe("grp.deliver", "workers".into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "grp", "deliver_subject": "grp.deliver",
+               "deliver_group": "workers", "ack_policy": "explicit"}),
+    )
+    .await;
+    for i in 1..=40 {
+        publish(&nc, "s.x", &format!("m{i}")).await;
+    }
+    let mut seen = Vec::new();
+    let (mut na, mut nb) = (0, 0);
+    while seen.len() < 40 {
+        let m = tokio::select! {
+            m = a.next() => { na += 1; m }
+            m = b.next() => { nb += 1; m }
+            _ = tokio::time::sleep(Duration::from_secs(3)) => panic!("only {} delivered", seen.len()),
+        }
+        .unwrap();
+        seen.push(sseq(&m));
+        ack(&nc, &m, "+ACK").await;
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=40).collect::<Vec<u64>>(), "each exactly once");
+    assert!(na > 0 && nb > 0, "both members got some: {na} {nb}");
+    let info = consumer_info(&nc, "S", "grp").await;
+    assert_eq!(info["config"]["deliver_group"], "workers");
+}
+
+#[tokio::test]
+async fn push_consumer_idle_heartbeats_and_flow_control() {
+    let (server, nc) = s_with(&["s.a"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "fc", "deliver_subject": "fc.deliver", "ack_policy": "none",
+               "idle_heartbeat": 200 * MS, "flow_control": true}),
+    )
+    .await;
+    let mut c = raw_client(&server);
+    c.send(b"SUB fc.deliver 1\r\n");
+    let m = c.read_msg();
+    assert_eq!(m.subject, "s.a");
+    // Idle: heartbeats with the last delivered sequences.
+    let t0 = Instant::now();
+    let hb = c.read_msg();
+    assert!(t0.elapsed() < Duration::from_millis(1000));
+    assert_eq!(hb.subject, "fc.deliver");
+    let h = String::from_utf8(hb.headers.unwrap()).unwrap();
+    assert!(h.starts_with("NATS/1.0 100 Idle Heartbeat\r\n"), "{h:?}");
+    assert!(h.contains("Nats-Last-Consumer: 1\r\n"), "{h:?}");
+    assert!(h.contains("Nats-Last-Stream: 1\r\n"), "{h:?}");
+    assert!(hb.payload.is_empty());
+    // Flow control: with megabytes in flight the server asks; unanswered, delivery stalls and
+    // heartbeats name the pending request; answered, the rest follows.
+    let big = "y".repeat(100_000);
+    for _ in 0..40 {
+        publish(&nc, "s.b", &big).await;
+    }
+    let mut msgs = 0;
+    let mut fc = None;
+    let stalled_hb = loop {
+        let m = c.read_msg();
+        let Some(h) = m.headers.as_ref().filter(|_| m.payload.is_empty()) else {
+            msgs += 1;
+            continue;
+        };
+        let h = String::from_utf8_lossy(h).to_string();
+        if h.starts_with("NATS/1.0 100 FlowControl Request") {
+            let reply = m.reply.expect("flow control has a reply");
+            assert!(reply.starts_with("$JS.FC.S.fc."), "{reply}");
+            assert!(
+                fc.is_none(),
+                "a second request before the first was answered"
+            );
+            fc = Some(reply);
+        } else {
+            assert!(h.starts_with("NATS/1.0 100 Idle Heartbeat"), "{h:?}");
+            break h;
+        }
+    };
+    let fc = fc.expect("no flow control request");
+    assert!(msgs < 40, "delivery did not stall: {msgs}");
+    assert!(
+        stalled_hb.contains(&format!("Nats-Consumer-Stalled: {fc}\r\n")),
+        "{stalled_hb:?}"
+    );
+    c.send(format!("PUB {fc} 0\r\n\r\n").as_bytes());
+    while msgs < 40 {
+        let m = c.read_msg();
+        let Some(h) = m.headers.as_ref().filter(|_| m.payload.is_empty()) else {
+            msgs += 1;
+            continue;
+        };
+        let h = String::from_utf8_lossy(h).to_string();
+        if h.starts_with("NATS/1.0 100 FlowControl Request") {
+            c.send(format!("PUB {} 0\r\n\r\n", m.reply.unwrap()).as_bytes());
+        }
+    }
+}
+
+#[tokio::test]
+async fn acks_nak_delay_progress_term_next_and_double_ack() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.d", "s.e"]).await;
+    let one = |name: &str, filter: &str, ack_wait: u64| {
+        json!({"durable_name": name, "ack_policy": "explicit", "ack_wait": ack_wait * MS,
+               "filter_subject": filter})
+    };
+    let next = |nc: &async_nats::Client, name: &'static str| {
+        let nc = nc.clone();
+        async move { pull(&nc, "S", name, json!({"batch": 1, "expires": 3000 * MS})).await }
+    };
+    // The reply subject: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "a", "ack_policy": "explicit", "ack_wait": 5000 * MS}),
+    )
+    .await;
+    let before = now_ns();
+    let mut sub = next(&nc, "a").await;
+    let m1 = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    let t = ack_tokens(&m1);
+    assert_eq!(t.len(), 9, "{t:?}");
+    assert_eq!(&t[..7], ["$JS", "ACK", "S", "a", "1", "1", "1"]);
+    let ts: i64 = t[7].parse().unwrap();
+    assert!(
+        ts <= before && ts > before - 10_000_000_000,
+        "{ts} {before}"
+    );
+    assert_eq!(t[8], "4", "messages left after this one");
+    // -NAK: redelivered at once (before the messages not yet delivered), with a new
+    // consumer sequence.
+    ack_sync(&nc, &m1, "-NAK").await;
+    let mut sub = next(&nc, "a").await;
+    let m1b = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    let t = ack_tokens(&m1b);
+    assert_eq!(&t[4..7], ["2", "1", "2"]);
+    // Double ack: the empty reply comes once the ack is applied.
+    let r = within(
+        "double ack",
+        nc.request(m1b.reply.clone().unwrap(), Bytes::from_static(b"+ACK")),
+    )
+    .await
+    .unwrap();
+    assert!(r.payload.is_empty());
+    let info = consumer_info(&nc, "S", "a").await;
+    assert_eq!(
+        (&info["num_ack_pending"], &info["ack_floor"]["stream_seq"]),
+        (&json!(0), &json!(1)),
+        "{info}"
+    );
+
+    // -NAK with a delay: redelivered after the delay, not the (long) ack wait.
+    add_consumer(&nc, "S", one("d", "s.b", 5000)).await;
+    let mut sub = next(&nc, "d").await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    let t0 = Instant::now();
+    ack(&nc, &m, &format!("-NAK {{\"delay\": {}}}", 300 * MS)).await;
+    let mut sub = next(&nc, "d").await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    let waited = t0.elapsed();
+    assert_eq!((sseq(&m), delivered(&m)), (2, 2));
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+
+    // +WPI: each one restarts the 400 ms ack wait.
+    add_consumer(&nc, "S", one("w", "s.d", 400)).await;
+    let mut sub = next(&nc, "w").await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    let t0 = Instant::now();
+    let mut sub = next(&nc, "w").await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ack_sync(&nc, &m, "+WPI").await;
+    }
+    assert!(
+        recv(&mut sub, Duration::from_millis(200)).await.is_none(),
+        "redelivered despite +WPI"
+    );
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((sseq(&m), delivered(&m)), (4, 2));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    // +NXT: acks it and asks for the next one on the ack's reply subject.
+    let inbox = nc.new_inbox();
+    let mut more = nc.subscribe(inbox.clone()).await.unwrap();
+    nc.publish_with_reply(m.reply.clone().unwrap(), inbox, Bytes::from_static(b"+NXT"))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    publish(&nc, "s.d", "m6").await;
+    let m6 = recv(&mut more, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((sseq(&m6), delivered(&m6)), (6, 1));
+    ack_sync(&nc, &m6, "+ACK").await;
+    let info = consumer_info(&nc, "S", "w").await;
+    assert_eq!(
+        (&info["num_ack_pending"], &info["ack_floor"]["stream_seq"]),
+        (&json!(0), &json!(6)),
+        "{info}"
+    );
+
+    // +TERM: never redelivered, with an advisory.
+    let mut term_adv = nc
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.t")
+        .await
+        .unwrap();
+    add_consumer(&nc, "S", one("t", "s.e", 200)).await;
+    let mut sub = next(&nc, "t").await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    ack_sync(&nc, &m, "+TERM").await;
+    let a = within("terminated advisory", term_adv.next())
+        .await
+        .unwrap();
+    let a: Value = serde_json::from_slice(&a.payload).unwrap();
+    assert_eq!(a["type"], "io.nats.jetstream.advisory.v1.terminated", "{a}");
+    assert_eq!(
+        (&a["stream_seq"], &a["consumer"]),
+        (&json!(5), &json!("t")),
+        "{a}"
+    );
+    let mut sub = pull(&nc, "S", "t", json!({"batch": 1, "expires": 600 * MS})).await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(2)).await;
+    assert!(msgs.is_empty(), "terminated message redelivered");
+    assert_eq!(end.as_ref().and_then(status_of), Some(408));
+    let info = consumer_info(&nc, "S", "t").await;
+    assert_eq!(info["num_ack_pending"], 0, "{info}");
+}
+
+async fn stream_msgs(nc: &async_nats::Client, name: &str) -> u64 {
+    let info = api_ok(nc, &format!("$JS.API.STREAM.INFO.{name}"), Value::Null).await;
+    info["state"]["messages"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn workqueue_and_interest_retention_remove_acked_messages() {
+    let server = js_server(&temp_dir());
+    let nc = core(&server).await;
+    add_stream(
+        &nc,
+        json!({"name": "WQ", "subjects": ["wq.>"], "retention": "workqueue"}),
+    )
+    .await;
+    for i in 1..=4 {
+        publish(&nc, "wq.job", &format!("j{i}")).await;
+    }
+    add_consumer(
+        &nc,
+        "WQ",
+        json!({"durable_name": "w", "ack_policy": "explicit"}),
+    )
+    .await;
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.WQ.w2",
+        json!({"stream_name": "WQ", "config": {"durable_name": "w2", "ack_policy": "explicit"}}),
+    )
+    .await;
+    assert_eq!(
+        r["error"]["err_code"], 10099,
+        "a second unfiltered workqueue consumer: {r}"
+    );
+    let mut sub = pull(&nc, "WQ", "w", json!({"batch": 3, "expires": 1000 * MS})).await;
+    let (msgs, _) = collect(&mut sub, Duration::from_millis(300)).await;
+    assert_eq!(seqs(&msgs), [1, 2, 3]);
+    ack_sync(&nc, &msgs[0], "+ACK").await;
+    ack_sync(&nc, &msgs[2], "+ACK").await;
+    assert_eq!(stream_msgs(&nc, "WQ").await, 2, "acked work is removed");
+
+    add_stream(
+        &nc,
+        json!({"name": "IN", "subjects": ["in.>"], "retention": "interest"}),
+    )
+    .await;
+    for name in ["c1", "c2"] {
+        api_ok(
+            &nc,
+            &format!("$JS.API.CONSUMER.CREATE.IN.{name}"),
+            json!({"stream_name": "IN", "config": {"durable_name": name, "ack_policy": "explicit"}}),
+        )
+        .await;
+    }
+    publish(&nc, "in.a", "x").await;
+    publish(&nc, "in.b", "y").await;
+    let mut got = Vec::new();
+    for name in ["c1", "c2"] {
+        let mut sub = pull(&nc, "IN", name, json!({"batch": 2, "expires": 1000 * MS})).await;
+        let (msgs, _) = collect(&mut sub, Duration::from_millis(300)).await;
+        assert_eq!(seqs(&msgs), [1, 2]);
+        got.push(msgs);
+    }
+    ack_sync(&nc, &got[0][0], "+ACK").await;
+    ack_sync(&nc, &got[0][1], "+ACK").await;
+    assert_eq!(stream_msgs(&nc, "IN").await, 2, "c2 still needs both");
+    ack_sync(&nc, &got[1][0], "+ACK").await;
+    assert_eq!(stream_msgs(&nc, "IN").await, 1, "both acked message 1");
+    // Deleting the consumer that still needs message 2 releases it.
+    // (natter removes it just after answering the DELETE, so this one waits a little.)
+    api_ok(&nc, "$JS.API.CONSUMER.DELETE.IN.c2", Value::Null).await;
+    let t0 = Instant::now();
+    while stream_msgs(&nc, "IN").await != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "message 2 kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn kv_watch_of_one_key_and_revision_conflicts() {
+    let server = js_server(&temp_dir());
+    let js = js(&server).await;
+    let kv = within(
+        "create bucket",
+        js.create_key_value(kv::Config {
+            bucket: "cfg".into(),
+            history: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let mut watch = within("watch", kv.watch("a")).await.unwrap();
+    let r1 = kv.create("a", "1".into()).await.unwrap();
+    kv.put("b", "other".into()).await.unwrap();
+    let err = kv.create("a", "again".into()).await.unwrap_err();
+    assert_eq!(err.kind(), kv::CreateErrorKind::AlreadyExists, "{err}");
+    let r2 = kv.update("a", "2".into(), r1).await.unwrap();
+    assert!(r2 > r1);
+    let err = kv.update("a", "stale".into(), r1).await.unwrap_err();
+    assert_eq!(err.kind(), kv::UpdateErrorKind::WrongLastRevision, "{err}");
+    kv.delete("a").await.unwrap();
+    // Create succeeds again on a deleted key.
+    let r3 = kv.create("a", "3".into()).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = within("watch entry", watch.next()).await.unwrap().unwrap();
+        seen.push((e.key.clone(), e.operation, e.revision));
+    }
+    use kv::Operation::{Delete, Put};
+    assert_eq!(seen[0], ("a".to_string(), Put, r1));
+    assert_eq!(seen[1], ("a".to_string(), Put, r2));
+    assert_eq!((seen[2].0.as_str(), seen[2].1), ("a", Delete));
+    assert_eq!(seen[3], ("a".to_string(), Put, r3));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), watch.next())
+            .await
+            .is_err(),
+        "nothing about other keys"
+    );
 }

@@ -720,3 +720,89 @@ async fn restart_keeps_acks_and_redelivers_unacked() {
     env.pull("N", "n", json!({"batch":5,"no_wait":true}));
     assert_eq!(seqs(&env.rec.take("n")), vec![3, 4]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn double_ack_on_workqueue_is_confirmed_after_the_removal() {
+    let env = mem_env(Retention::WorkQueue);
+    env.publish("foo.x", "a").await;
+    env.publish("foo.x", "b").await;
+    env.create("W", json!({"ack_policy":"explicit"}));
+    env.pull("W", "in", json!({"batch":2}));
+    let got = env.rec.take("in");
+    ack(&env, &got[0], "+ACK", Some("confirm"));
+    sleep(Duration::from_millis(1)).await;
+    let c = env.rec.take("confirm");
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].headers.as_str(), c[0].payload.as_str()), ("", ""));
+    assert_eq!(env.src.state().msgs, 1);
+    // A NAK does not remove anything and is confirmed at once.
+    ack(&env, &got[1], "-NAK", Some("confirm"));
+    assert_eq!(env.rec.take("confirm").len(), 1);
+    assert_eq!(env.src.state().msgs, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_and_pull_details_observed_from_nats_server() {
+    let env = mem_env(Retention::Limits);
+    env.publish("foo.a", "1").await;
+    // last_per_subject needs a filter, whatever the stream's subjects.
+    let r = env.api(
+        "$JS.API.CONSUMER.CREATE.S",
+        json!({"stream_name":"S","config":{"deliver_policy":"last_per_subject"}}),
+    );
+    assert_eq!(r["error"]["err_code"], 10094, "{r}");
+    // The subject's name wins over a different `name` in the config.
+    let r = env.api(
+        "$JS.API.CONSUMER.CREATE.S.subj",
+        json!({"stream_name":"S","config":{"name":"cfg"}}),
+    );
+    assert_eq!(r["name"], "subj", "{r}");
+    // The filtered form cannot carry filter_subjects.
+    let r = env.api(
+        "$JS.API.CONSUMER.CREATE.S.f.foo.a",
+        json!({"stream_name":"S","config":{"durable_name":"f","filter_subjects":["foo.a"]}}),
+    );
+    assert_eq!(r["error"]["err_code"], 10137, "{r}");
+    let r = env.api(
+        "$JS.API.CONSUMER.DURABLE.CREATE.S.d",
+        json!({"stream_name":"S","config":{"name":"d"}}),
+    );
+    assert_eq!(r["error"]["err_code"], 10018, "{r}");
+    let r = env.api("$JS.API.CONSUMER.PAUSE.S.nope", json!({}));
+    assert_eq!(
+        (&r["error"]["err_code"], &r["paused"]),
+        (&json!(10014), &json!(false))
+    );
+    let s: Arc<dyn MsgSource> = env.src.clone();
+    match env
+        .cons
+        .api("$JS.API.CONSUMER.INFO.S.subj", Some("r"), b"null", Some(s))
+    {
+        Some(ApiReply::Json(b)) => {
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["error"]["err_code"], 10038, "{v}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A negative expires: 408 at once.
+    env.create("P", json!({"ack_policy":"explicit"}));
+    env.pull("P", "x", json!({"batch":2,"expires":-1}));
+    let got = env.rec.take("x");
+    assert_eq!(
+        got[0].headers,
+        "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 2\r\nNats-Pending-Bytes: 0\r\n\r\n"
+    );
+    // no_wait with expires: waits while there is nothing, ends (404) once it had something.
+    env.pull("P", "y", json!({"batch":1}));
+    assert_eq!(seqs(&env.rec.take("y")), vec![1]);
+    env.pull(
+        "P",
+        "z",
+        json!({"batch":3,"no_wait":true,"expires":1_000_000_000}),
+    );
+    assert!(env.rec.take("z").is_empty());
+    env.publish("foo.b", "2").await;
+    let got = env.rec.take("z");
+    assert_eq!(seqs(&got), vec![2]);
+    assert_eq!(got[1].headers, "NATS/1.0 404 No Messages\r\n\r\n");
+}

@@ -217,7 +217,7 @@ pub mod err {
     pub fn durable_not_set() -> ApiError {
         e(
             400,
-            10016,
+            10018,
             "consumer expected to be durable but a durable name was not set",
         )
     }
@@ -635,11 +635,8 @@ impl ConsumerConfig {
             }
         }
         if self.deliver_policy == DeliverPolicy::LastPerSubject && filters.is_empty() {
-            // nats-server takes the stream's subjects as the filter in that case since 2.10,
-            // but reports this error when there is none.
-            if stream.subjects.is_empty() {
-                return Err(policy("optional filter subject is not set"));
-            }
+            // nats-server 2.15 refuses it whatever the stream's subjects.
+            return Err(policy("optional filter subject is not set"));
         }
         if let Some(t) = &self.opt_start_time {
             if parse_rfc3339(t).is_none() {

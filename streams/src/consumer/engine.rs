@@ -44,6 +44,11 @@ struct Waiting {
     expires: Option<Instant>,
     hb: Option<Duration>,
     next_hb: Option<Instant>,
+    /// `no_wait` with `expires` and nothing to deliver at first: it waits, but ends
+    /// (`404 No Messages`) as soon as it has had something, as nats-server does.
+    one_shot: bool,
+    /// Messages delivered to it so far.
+    delivered: u64,
 }
 
 /// A message to publish once the state that produced it is written.
@@ -425,6 +430,11 @@ impl Consumer {
             self.send(vec![Out::status(reply.to_string(), status(&line, &[]))]);
             return;
         }
+        if req.expired {
+            let s = with_pending("408 Request Timeout", req.batch, req.max_bytes);
+            self.send(vec![Out::status(reply.to_string(), s)]);
+            return;
+        }
         m.inactive_since = None;
         m.waiting.push_back(Waiting {
             reply: reply.to_string(),
@@ -434,12 +444,18 @@ impl Consumer {
             expires: req.expires.map(|e| now + e),
             hb: req.idle_heartbeat,
             next_hb: req.idle_heartbeat.map(|h| now + h),
+            one_shot: false,
+            delivered: 0,
         });
         let mut outs = self.pump(&mut m, now);
         if req.no_wait {
-            if let Some(i) = m.waiting.iter().position(|w| w.reply == reply) {
-                let w = m.waiting.remove(i).expect("index");
-                outs.push(Out::status(w.reply, status("404 No Messages", &[])));
+            if let Some(i) = m.waiting.iter().rposition(|w| w.reply == reply) {
+                if req.expires.is_some() && m.waiting[i].delivered == 0 {
+                    m.waiting[i].one_shot = true;
+                } else {
+                    let w = m.waiting.remove(i).expect("index");
+                    outs.push(Out::status(w.reply, status("404 No Messages", &[])));
+                }
             }
         }
         self.commit(&mut m, outs);
@@ -447,8 +463,16 @@ impl Consumer {
         self.wake.notify_one();
     }
 
-    /// An acknowledgement; returns the sequences no longer pending (for retention).
-    pub fn ack(&self, a: &AckSubject<'_>, kind: AckKind, reply: Option<&str>) -> Vec<u64> {
+    /// An acknowledgement; returns the sequences no longer pending (for retention). With
+    /// `defer_reply`, a double ack that completed some sequences is not confirmed here: the
+    /// caller confirms it once it has removed them from the stream.
+    pub fn ack(
+        &self,
+        a: &AckSubject<'_>,
+        kind: AckKind,
+        reply: Option<&str>,
+        defer_reply: bool,
+    ) -> Vec<u64> {
         let now = Instant::now();
         let mut m = self.lock();
         if m.deleted {
@@ -516,7 +540,7 @@ impl Consumer {
         }
         outs.extend(self.pump(&mut m, now));
         // The ack is written before it is confirmed (double ack) by the commit below.
-        if next_req.is_none() {
+        if next_req.is_none() && (!defer_reply || done.is_empty()) {
             if let Some(r) = reply {
                 outs.push(Out::status(r.to_string(), Vec::new()).without_headers());
             }
@@ -596,18 +620,9 @@ impl Consumer {
             keep.push_back(w);
         }
         m.waiting = keep;
-        // Push: interest and idle heartbeats.
+        // Push: interest.
         if m.config.is_push() {
             m.interest = self.outbox.has_interest(&m.config.deliver_subject);
-            let hb = m.config.idle_heartbeat;
-            if hb > 0 && m.interest && now >= m.last_push + Duration::from_nanos(hb as u64) {
-                let stalled = m.fc.as_ref().map(|f| f.0.clone());
-                outs.push(Out::status(
-                    m.config.deliver_subject.clone(),
-                    heartbeat(dc, ds, stalled.as_deref()),
-                ));
-                m.last_push = now;
-            }
         }
         // Inactivity.
         let active = if m.config.is_push() {
@@ -631,6 +646,22 @@ impl Consumer {
         }
         m.replay_at = None;
         outs.extend(self.pump(&mut m, now));
+        // Push idle heartbeats, only when the pump delivered nothing (a subscriber that
+        // just appeared gets the messages first, as from nats-server).
+        let hb = m.config.idle_heartbeat;
+        if m.config.is_push()
+            && hb > 0
+            && m.interest
+            && now >= m.last_push + Duration::from_nanos(hb as u64)
+        {
+            let stalled = m.fc.as_ref().map(|f| f.0.clone());
+            let (dc, ds) = (m.delivered_c, m.delivered_s);
+            outs.push(Out::status(
+                m.config.deliver_subject.clone(),
+                heartbeat(dc, ds, stalled.as_deref()),
+            ));
+            m.last_push = now;
+        }
         self.commit(&mut m, outs);
         // When to look again.
         next.extend(m.deadlines.first().map(|d| d.0));
@@ -824,6 +855,7 @@ impl Consumer {
                 let hb = m.waiting.front().and_then(|w| w.hb);
                 let w = m.waiting.front_mut().expect("checked");
                 w.batch -= 1;
+                w.delivered += 1;
                 w.max_bytes = w.max_bytes.saturating_sub(size);
                 w.next_hb = hb.map(|h| now + h);
                 if w.batch == 0 {
@@ -831,7 +863,23 @@ impl Consumer {
                 }
             }
         }
+        Self::end_one_shots(m, &mut outs);
         outs
+    }
+
+    /// Ends the one-shot (`no_wait` with `expires`) requests that have had messages.
+    fn end_one_shots(m: &mut Inner, outs: &mut Vec<Out>) {
+        if !m.waiting.iter().any(|w| w.one_shot && w.delivered > 0) {
+            return;
+        }
+        let (done, keep): (VecDeque<Waiting>, VecDeque<Waiting>) = m
+            .waiting
+            .drain(..)
+            .partition(|w| w.one_shot && w.delivered > 0);
+        m.waiting = keep;
+        for w in done {
+            outs.push(Out::status(w.reply, status("404 No Messages", &[])));
+        }
     }
 
     /// The next undelivered message for this consumer that the stream reported durable.

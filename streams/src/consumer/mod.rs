@@ -43,7 +43,7 @@ pub use source::{MsgSource, StoreSource};
 use crate::config::{Retention, StorageType};
 use crate::errors::ApiError;
 use crate::util::{self, now_nanos, rfc3339};
-use crate::ApiReply;
+use crate::{ApiReply, Pending};
 use config::err;
 use engine::{Consumer, Start, Tick};
 use persist::{Meta, StateLog};
@@ -262,20 +262,22 @@ impl Consumers {
             let mut at = from;
             while let Ok(Some(m)) = src.get_next(at, None) {
                 at = m.seq + 1;
-                self.release(&*src, m.seq, &m.subject);
+                drop(self.release(&*src, m.seq, &m.subject));
             }
         }
     }
 
-    /// Interest retention: deletes `seq` if no consumer still needs it.
-    fn release(&self, src: &dyn MsgSource, seq: u64, subject: &str) {
-        if !self
+    /// Interest retention: deletes `seq` if no consumer still needs it; the deletion in
+    /// flight if so.
+    fn release(&self, src: &dyn MsgSource, seq: u64, subject: &str) -> Option<Pending<bool>> {
+        if self
             .list_of(src.name())
             .iter()
             .any(|c| c.needs(seq, subject))
         {
-            drop(src.delete(seq));
+            return None;
         }
+        Some(src.delete(seq))
     }
 
     /// Loads the consumers saved under a stream's directory (at startup). Returns the names
@@ -412,25 +414,34 @@ impl Consumers {
         let Some(c) = self.get(a.stream, a.consumer) else {
             return;
         };
-        let done = c.ack(&a, kind, reply);
-        if done.is_empty() {
+        let retention = c.lock().retention;
+        // +NXT's reply is the inbox of the pull it makes, not a confirmation.
+        let removes = retention != Retention::Limits && !matches!(kind, ack::AckKind::Next(_));
+        let done = c.ack(&a, kind, reply, removes);
+        if done.is_empty() || !removes {
             return;
         }
-        let retention = c.lock().retention;
-        match retention {
-            Retention::WorkQueue => {
-                for q in done {
-                    drop(c.stream.delete(q));
-                }
-            }
-            Retention::Interest => {
-                for q in done {
+        let mut deletes = Vec::new();
+        for q in done {
+            match retention {
+                Retention::WorkQueue => deletes.push(c.stream.delete(q)),
+                _ => {
                     if let Ok(Some(m)) = c.stream.get(q) {
-                        self.release(&*c.stream, q, &m.subject);
+                        deletes.extend(self.release(&*c.stream, q, &m.subject));
                     }
                 }
             }
-            Retention::Limits => {}
+        }
+        // A double ack is confirmed once the messages it released are gone, as nats-server
+        // removes them before it answers.
+        if let Some(r) = reply {
+            let (outbox, r) = (self.r.outbox.clone(), r.to_string());
+            self.r.handle.spawn(async move {
+                for d in deletes {
+                    let _ = d.await;
+                }
+                outbox.send(&r, None, None, b"");
+            });
         }
     }
 
@@ -487,6 +498,16 @@ impl Consumers {
             }
             return err_json(ty, &ApiError::stream_not_found());
         };
+        // INFO and DELETE take no body: nothing, blanks or `{}` (`null` is refused, as by
+        // nats-server).
+        if matches!(t.first(), Some(&"INFO") | Some(&"DELETE")) {
+            let empty = payload.iter().all(|b| b.is_ascii_whitespace())
+                || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+                    .is_ok_and(|m| m.is_empty());
+            if !empty {
+                return err_json(ty, &ApiError::not_empty_request());
+            }
+        }
         match t.as_slice() {
             ["CREATE", _] => self.create(src, payload, None, None, false),
             ["CREATE", _, name] => self.create(src, payload, Some(name), None, false),
@@ -544,7 +565,12 @@ impl Consumers {
         let ty = "consumer_pause_response";
         let _g = self.r.admin.lock().unwrap_or_else(|e| e.into_inner());
         let Some(c) = self.get(src.name(), name) else {
-            return err_json(ty, &err::not_found());
+            let e = err::not_found();
+            return Some(ApiReply::Json(resp(
+                ty,
+                Some(&e),
+                serde_json::json!({"paused": false, "pause_until": rfc3339(0)}),
+            )));
         };
         let req: PauseReq = if util::is_empty_json(payload) {
             PauseReq::default()
@@ -619,15 +645,23 @@ impl Consumers {
                 if durable_api && cfg.durable_name.is_empty() {
                     return fail(err::durable_not_set());
                 }
-                if (!cfg.durable_name.is_empty() && cfg.durable_name != n)
-                    || (!cfg.name.is_empty() && cfg.name != n)
-                {
+                // A different `name` in the config gives way to the subject's, as with
+                // nats-server; a different durable name is refused.
+                if !cfg.durable_name.is_empty() && cfg.durable_name != n {
                     return fail(err::name_mismatch());
                 }
                 cfg.name = n.to_string();
             }
         }
         if let Some(f) = filter {
+            if !cfg.filter_subjects.is_empty() {
+                return fail(ApiError {
+                    code: 400,
+                    err_code: 10137,
+                    description:
+                        "consumer with multiple subject filters cannot use subject based API".into(),
+                });
+            }
             if cfg.filter_subject != f {
                 return fail(err::create_filter_mismatch());
             }

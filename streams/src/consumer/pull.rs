@@ -9,6 +9,8 @@ use serde::Deserialize;
 pub(crate) struct PullRequest {
     pub batch: u64,
     pub expires: Option<Duration>,
+    /// A negative `expires`: already timed out (nats-server answers 408 at once).
+    pub expired: bool,
     pub no_wait: bool,
     /// 0: no byte limit.
     pub max_bytes: u64,
@@ -51,6 +53,7 @@ impl PullRequest {
         PullRequest {
             batch: body.batch.max(1) as u64,
             expires: pos(body.expires),
+            expired: body.expires < 0,
             no_wait: body.no_wait,
             max_bytes: body.max_bytes.max(0) as u64,
             idle_heartbeat: pos(body.idle_heartbeat),
