@@ -23,13 +23,23 @@ impl Conn {
     /// Connects, sends `CONNECT` followed by `setup` (e.g. `SUB`s), and waits for the PONG that
     /// proves the server has processed all of it.
     pub fn open(port: u16, setup: &[u8], deadline: Instant) -> Result<Conn> {
+        let connect = r#"CONNECT {"verbose":false,"pedantic":false,"echo":true,"protocol":1}"#;
+        Conn::open_with(port, connect, setup, deadline)
+    }
+
+    /// As [`Conn::open`], announcing header support (the server may then send `HMSG`).
+    pub fn open_headers(port: u16, setup: &[u8], deadline: Instant) -> Result<Conn> {
+        let connect = r#"CONNECT {"verbose":false,"pedantic":false,"echo":true,"protocol":1,"headers":true,"no_responders":true}"#;
+        Conn::open_with(port, connect, setup, deadline)
+    }
+
+    fn open_with(port: u16, connect: &str, setup: &[u8], deadline: Instant) -> Result<Conn> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(POLL))?;
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         let mut conn = Conn { stream };
-        let mut hello =
-            br#"CONNECT {"verbose":false,"pedantic":false,"echo":true,"protocol":1}"#.to_vec();
+        let mut hello = connect.as_bytes().to_vec();
         hello.extend_from_slice(b"\r\n");
         hello.extend_from_slice(setup);
         conn.stream.write_all(&hello)?;

@@ -18,35 +18,20 @@ use crate::scenarios::{Meter, Sample, Scenario, RUN_TIMEOUT};
 use crate::server::Server;
 use crate::Result;
 
-const STREAM: &str = "BENCH";
-const SUBJECT: &str = "js.bench";
+pub const STREAM: &str = "BENCH";
+pub const SUBJECT: &str = "js.bench";
 /// Acks come back on `_INBOX.js.<n>`, `n` the publish's index; API replies on `_INBOX.js.api`.
 const INBOX: &str = "_INBOX.js.";
 const API_REPLY: &str = "_INBOX.js.api";
+/// The subscription the publisher's `SUB` for acks and API replies has (`sid`).
+pub const JS_SETUP: &str = "SUB _INBOX.js.* 1\r\n";
 
 /// Publishes `scenario.count` messages (after a warm-up) with at most `in_flight` unacked.
 pub fn run(server: &mut Server, scenario: &Scenario, in_flight: usize) -> Result<Sample> {
     let deadline = Instant::now() + RUN_TIMEOUT;
-    let conn = Conn::open(
-        server.port,
-        format!("SUB {INBOX}* 1\r\n").as_bytes(),
-        deadline,
-    )?;
+    let conn = Conn::open(server.port, JS_SETUP.as_bytes(), deadline)?;
     let mut js = Publisher::new(conn.stream, deadline);
-    let created = js.api(
-        &format!("STREAM.CREATE.{STREAM}"),
-        &serde_json::json!({
-            "name": STREAM,
-            "subjects": [SUBJECT],
-            "storage": "file",
-            "retention": "limits",
-            "discard": "old",
-            "num_replicas": 1,
-        }),
-    )?;
-    if created["config"]["name"] != STREAM {
-        return Err(format!("stream not created: {created}").into());
-    }
+    js.create_stream()?;
     // Unmeasured publishes first: caches, allocators, the first store block, CPU frequency.
     let warm_up = match in_flight {
         1 => scenario.count / 4,
@@ -74,10 +59,10 @@ pub fn run(server: &mut Server, scenario: &Scenario, in_flight: usize) -> Result
 
 /// One connection that publishes and reads acks, single-threaded: it writes as many publishes
 /// as the window allows, then reads whatever acks have arrived, and so on.
-struct Publisher {
-    stream: TcpStream,
-    inbound: Inbound,
-    deadline: Instant,
+pub struct Publisher {
+    pub stream: TcpStream,
+    pub inbound: Inbound,
+    pub deadline: Instant,
     /// Publishes sent so far over all [`Publisher::publish`] calls (the next reply subject).
     sent: u64,
     /// Sum of the sequences acked, to check they are exactly `1..=sent`.
@@ -85,7 +70,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(stream: TcpStream, deadline: Instant) -> Publisher {
+    pub fn new(stream: TcpStream, deadline: Instant) -> Publisher {
         Publisher {
             stream,
             inbound: Inbound::default(),
@@ -95,9 +80,28 @@ impl Publisher {
         }
     }
 
+    /// Creates the file-storage stream `BENCH` on `js.bench`.
+    pub fn create_stream(&mut self) -> Result<()> {
+        let created = self.api(
+            &format!("STREAM.CREATE.{STREAM}"),
+            &serde_json::json!({
+                "name": STREAM,
+                "subjects": [SUBJECT],
+                "storage": "file",
+                "retention": "limits",
+                "discard": "old",
+                "num_replicas": 1,
+            }),
+        )?;
+        if created["config"]["name"] != STREAM {
+            return Err(format!("stream not created: {created}").into());
+        }
+        Ok(())
+    }
+
     /// Publishes `count` messages keeping up to `in_flight` unacked, until all are acked. With
     /// one in flight, returns the round-trip time of each in nanoseconds.
-    fn publish(&mut self, body: &[u8], count: u64, in_flight: usize) -> Result<Vec<u64>> {
+    pub fn publish(&mut self, body: &[u8], count: u64, in_flight: usize) -> Result<Vec<u64>> {
         let first = self.sent;
         let end = first + count;
         let mut acked = vec![false; count as usize];
@@ -125,7 +129,9 @@ impl Publisher {
             self.inbound.feed(&buf[..n], |frame| {
                 match frame {
                     Frame::Ping => pongs += 1,
-                    Frame::Msg { subject, payload } => {
+                    Frame::Msg {
+                        subject, payload, ..
+                    } => {
                         let n = ack_index(subject, first, next)?;
                         if std::mem::replace(&mut acked[(n - first) as usize], true) {
                             return Err(format!("publish {n} acked twice").into());
@@ -148,7 +154,7 @@ impl Publisher {
     }
 
     /// A `$JS.API.<api>` request; the JSON reply, which must not be an error.
-    fn api(&mut self, api: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+    pub fn api(&mut self, api: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let body = body.to_string();
         let request = format!("PUB $JS.API.{api} {API_REPLY} {}\r\n{body}\r\n", body.len());
         self.stream.write_all(request.as_bytes())?;
@@ -160,7 +166,9 @@ impl Publisher {
             self.inbound.feed(&buf[..n], |frame| {
                 match frame {
                     Frame::Ping => pongs += 1,
-                    Frame::Msg { subject, payload } if subject == API_REPLY.as_bytes() => {
+                    Frame::Msg {
+                        subject, payload, ..
+                    } if subject == API_REPLY.as_bytes() => {
                         reply = Some(serde_json::from_slice::<serde_json::Value>(payload)?);
                     }
                     Frame::Msg { subject, .. } => {
@@ -183,7 +191,7 @@ impl Publisher {
 
     /// Checks that the stream holds exactly the `total` messages published, sequences `1..=total`
     /// (from the acks: distinct, so their sum tells), and that the server agrees.
-    fn check_stored(&mut self, total: u64) -> Result<()> {
+    pub fn check_stored(&mut self, total: u64) -> Result<()> {
         let expected = total as u128 * (total as u128 + 1) / 2;
         if self.seq_sum != expected {
             return Err(format!("acked sequences sum to {}, not {expected}", self.seq_sum).into());
@@ -222,45 +230,68 @@ fn pub_ack_seq(payload: &[u8]) -> Result<u64> {
     })
 }
 
-/// What the server sends that the publisher acts on.
+/// What the server sends that the publisher or a consumer acts on.
 #[derive(Debug, PartialEq)]
-enum Frame<'a> {
+pub enum Frame<'a> {
     Msg {
         subject: &'a [u8],
+        sid: &'a [u8],
+        reply: &'a [u8],
+        /// The header block of an `HMSG` (empty for `MSG`).
+        headers: &'a [u8],
         payload: &'a [u8],
     },
     Ping,
 }
 
-/// The server's frames from a stream read in arbitrary pieces: `MSG` (no headers: the
-/// connection does not announce header support) and `PING`; `PONG`, `+OK` and `INFO` are
-/// skipped and `-ERR` is an error.
+/// The server's frames from a stream read in arbitrary pieces: `MSG`, `HMSG` (only sent to a
+/// connection that announces header support) and `PING`; `PONG`, `+OK` and `INFO` are skipped
+/// and `-ERR` is an error.
 #[derive(Default)]
-struct Inbound {
+pub struct Inbound {
     buf: Vec<u8>,
 }
 
 impl Inbound {
     /// Adds `piece` and hands every frame it completes to `f`.
-    fn feed(&mut self, piece: &[u8], mut f: impl FnMut(Frame) -> Result<()>) -> Result<()> {
+    pub fn feed(&mut self, piece: &[u8], mut f: impl FnMut(Frame) -> Result<()>) -> Result<()> {
         self.buf.extend_from_slice(piece);
         let mut at = 0;
         while let Some(eol) = memchr::memmem::find(&self.buf[at..], b"\r\n") {
             let line = &self.buf[at..at + eol];
             let after = at + eol + 2;
-            if let Some(args) = line.strip_prefix(b"MSG ") {
+            let (args, hmsg) = match (line.strip_prefix(b"MSG "), line.strip_prefix(b"HMSG ")) {
+                (Some(args), _) => (Some(args), false),
+                (_, Some(args)) => (Some(args), true),
+                _ => (None, false),
+            };
+            if let Some(args) = args {
+                let bad = || format!("bad message line {:?}", show(line));
                 let fields: Vec<&[u8]> = args.split(|&b| b == b' ').collect();
-                let (subject, len) = match fields.as_slice() {
-                    [subject, _sid, len] | [subject, _sid, _, len] => (*subject, *len),
-                    _ => return Err(format!("bad MSG line {:?}", show(line)).into()),
+                let (subject, sid, rest) = match fields.as_slice() {
+                    [subject, sid, rest @ ..] => (*subject, *sid, rest),
+                    _ => return Err(bad().into()),
                 };
-                let len: usize = std::str::from_utf8(len)?.parse()?;
+                let number = |n: &[u8]| -> Result<usize> { Ok(std::str::from_utf8(n)?.parse()?) };
+                let (reply, hdr_len, len) = match (hmsg, rest) {
+                    (false, [len]) => (&b""[..], 0, number(len)?),
+                    (false, [reply, len]) => (*reply, 0, number(len)?),
+                    (true, [hdr, len]) => (&b""[..], number(hdr)?, number(len)?),
+                    (true, [reply, hdr, len]) => (*reply, number(hdr)?, number(len)?),
+                    _ => return Err(bad().into()),
+                };
+                if hdr_len > len {
+                    return Err(bad().into());
+                }
                 if self.buf.len() < after + len + 2 {
                     break;
                 }
                 f(Frame::Msg {
                     subject,
-                    payload: &self.buf[after..after + len],
+                    sid,
+                    reply,
+                    headers: &self.buf[after..after + hdr_len],
+                    payload: &self.buf[after + hdr_len..after + len],
                 })?;
                 at = after + len + 2;
                 continue;
@@ -287,16 +318,38 @@ fn show(line: &[u8]) -> String {
 /// a mismatch (run by `cargo test`, see `client::self_check`).
 pub fn self_check() {
     let stream: &[u8] = b"INFO {}\r\nMSG _INBOX.js.7 1 26\r\n{\"stream\":\"BENCH\",\"seq\":9}\r\n\
-        PING\r\nMSG _INBOX.js.api 1 rep 3\r\nx\r\n\r\nPONG\r\n";
+        PING\r\nMSG _INBOX.js.api 1 rep 3\r\nx\r\n\r\nPONG\r\n\
+        HMSG _INBOX.pull 2 16 16\r\nNATS/1.0 408\r\n\r\n\r\n\
+        HMSG js.bench 3 $JS.ACK.B.C.1.2.2.0.0 12 14\r\nNATS/1.0\r\n\r\nab\r\n";
     let want = [
         Frame::Msg {
             subject: b"_INBOX.js.7",
+            sid: b"1",
+            reply: b"",
+            headers: b"",
             payload: b"{\"stream\":\"BENCH\",\"seq\":9}",
         },
         Frame::Ping,
         Frame::Msg {
             subject: b"_INBOX.js.api",
+            sid: b"1",
+            reply: b"rep",
+            headers: b"",
             payload: b"x\r\n",
+        },
+        Frame::Msg {
+            subject: b"_INBOX.pull",
+            sid: b"2",
+            reply: b"",
+            headers: b"NATS/1.0 408\r\n\r\n",
+            payload: b"",
+        },
+        Frame::Msg {
+            subject: b"js.bench",
+            sid: b"3",
+            reply: b"$JS.ACK.B.C.1.2.2.0.0",
+            headers: b"NATS/1.0\r\n\r\n",
+            payload: b"ab",
         },
     ];
     for cut in 0..=stream.len() {

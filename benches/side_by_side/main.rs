@@ -9,10 +9,11 @@
 //! [--nats-server-old PATH] [--rounds 3] [--scale 1.0] [--only pub_16b,reqreply] [--flood]`
 //! (`--flood` turns off the publishers' flow control, see `client::Window`).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it checks its own byte accounting
-//! and frame parsing, then runs each JetStream scenario once with a few dozen messages (the
-//! debug natter, and nats-server when found), in about a second.
+//! and frame parsing, then runs each JetStream scenario once with a few dozen or hundred
+//! messages (the debug natter, and nats-server when found), in a few seconds.
 
 mod client;
+mod consumer;
 mod idle;
 mod jetstream;
 mod latency;
@@ -170,6 +171,10 @@ fn smoke(options: &Options) -> ExitCode {
                 s.count = if in_flight > 1 { 600 } else { 8 };
                 Some(s)
             }
+            scenarios::Load::JsConsume(_) => {
+                s.count = 6 * consumer::BATCH;
+                Some(s)
+            }
             _ => None,
         })
         .collect();
@@ -218,6 +223,7 @@ fn main() -> ExitCode {
     if !options.bench {
         client::self_check();
         jetstream::self_check();
+        consumer::self_check();
         if smoke(&options) == ExitCode::FAILURE {
             return ExitCode::FAILURE;
         }

@@ -137,6 +137,19 @@ impl Results {
                     sync_interval: \"2m\", nats-server's guarantee; both rows compare against \
                     the same runs of the other servers.\n\n";
         }
+        if self
+            .scenarios
+            .iter()
+            .any(|s| matches!(s.load, Load::JsConsume(_)))
+        {
+            out += "JetStream consumers: a file-storage stream is filled with the messages first \
+                    (publishes with acks, not timed), then one connection consumes them all: a \
+                    durable pull consumer with explicit acks, one request for a batch of 100 at \
+                    a time, each message acked with +ACK; or a durable push consumer with \
+                    ack_policy none (timed from its CONSUMER.CREATE). msgs/s counts messages \
+                    consumed; every stream sequence must arrive exactly once. All servers run \
+                    their defaults.\n\n";
+        }
         out += "| scenario |";
         for (i, binary) in self.binaries.iter().enumerate() {
             out += &format!(" {} |", binary.label);

@@ -1,6 +1,7 @@
 //! The scenarios, what one run of one of them measures ([`Sample`]), and the throughput runs:
 //! pub-only and every publisher/subscriber shape (1:1, fan-out, fan-in, queue group).
-//! JetStream publishing lives in `jetstream.rs`, request/reply in `latency.rs`.
+//! JetStream publishing lives in `jetstream.rs`, consumers in `consumer.rs`, request/reply in
+//! `latency.rs`.
 
 use std::net::TcpStream;
 use std::sync::Barrier;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::client::{drain, msg_frame_len, payload, pub_frame, Conn, Expected, PubBatch, Window};
 use crate::latency::Pin;
 use crate::server::{cpu_secs, machine_busy_secs, Binary, Jetstream, Server};
-use crate::{idle, jetstream, latency, routing, Result};
+use crate::{consumer, idle, jetstream, latency, routing, Result};
 
 /// How long one scenario run may take before it fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +39,9 @@ pub enum Load {
         in_flight: usize,
         jetstream: Jetstream,
     },
+    /// A file stream filled with the scenario's messages (not timed), then all of them consumed
+    /// by one pull consumer (explicit acks, batches of 100) or push consumer (no acks).
+    JsConsume(consumer::Kind),
 }
 
 /// One scenario: a name for machine-readable lines, a title for the table, the load and its size.
@@ -73,6 +77,10 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
         jetstream,
     };
     let (always, interval) = (Jetstream::Default, Jetstream::NatterInterval);
+    let (pull, push) = (
+        Load::JsConsume(consumer::Kind::Pull),
+        Load::JsConsume(consumer::Kind::Push),
+    );
     #[rustfmt::skip]
     let table = [
         ("pub_16b", "pub-only 16 B", Load::PubOnly, 16, 15e6, 1),
@@ -94,6 +102,10 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
         ("js_rtt_16b_2m", "JetStream pub 16 B one at a time, natter syncs every 2 min (as nats-server)", js(1, interval), 16, 8e3, 1),
         ("js_rtt_1k", "JetStream pub 1 KiB one at a time, natter fsyncs before ack (nats-server: no)", js(1, always), 1024, 8e3, 1),
         ("js_rtt_1k_2m", "JetStream pub 1 KiB one at a time, natter syncs every 2 min (as nats-server)", js(1, interval), 1024, 8e3, 1),
+        ("js_pull_16b", "JetStream pull consumer 16 B, batch 100, explicit acks", pull, 16, 3e5, consumer::BATCH),
+        ("js_pull_1k", "JetStream pull consumer 1 KiB, batch 100, explicit acks", pull, 1024, 2e5, consumer::BATCH),
+        ("js_push_16b", "JetStream push consumer 16 B, no acks", push, 16, 6e5, 1),
+        ("js_push_1k", "JetStream push consumer 1 KiB, no acks", push, 1024, 2e5, 1),
     ];
     table
         .into_iter()
@@ -170,6 +182,7 @@ pub fn run(scenario: &Scenario, binary: &Binary) -> Result<Sample> {
     };
     let js = match scenario.load {
         Load::JsPublish { jetstream, .. } => Some(jetstream),
+        Load::JsConsume(_) => Some(Jetstream::Default),
         _ => None,
     };
     let mut server = Server::start(binary, cpus, js)?;
@@ -185,6 +198,7 @@ pub fn run(scenario: &Scenario, binary: &Binary) -> Result<Sample> {
         Load::Wildcard => routing::run(server, scenario),
         Load::Idle => idle::run(server, scenario),
         Load::JsPublish { in_flight, .. } => jetstream::run(server, scenario, in_flight),
+        Load::JsConsume(kind) => consumer::run(server, scenario, kind),
     };
     result.map_err(|e| format!("{e}\n  server log (last lines):\n{}", server.stderr_tail()).into())
 }
