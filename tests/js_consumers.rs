@@ -966,6 +966,13 @@ async fn ack_wait_then_max_deliver_advisory() {
         (&json!("S"), &json!("md"), &json!(1), &json!(2)),
         "{a}"
     );
+    // Given up: no longer pending, and the ack floor stays below it until the next ack.
+    let info = consumer_info(&nc, "S", "md").await;
+    assert_eq!(
+        (&info["num_ack_pending"], &info["ack_floor"]["stream_seq"]),
+        (&json!(0), &json!(0)),
+        "{info}"
+    );
 }
 
 #[tokio::test]
@@ -1560,6 +1567,8 @@ async fn workqueue_and_interest_retention_remove_acked_messages() {
         json!({"name": "IN", "subjects": ["in.>"], "retention": "interest"}),
     )
     .await;
+    publish(&nc, "in.nobody", "no consumer wants this").await;
+    assert_eq!(stream_msgs(&nc, "IN").await, 0, "kept without interest");
     for name in ["c1", "c2"] {
         api_ok(
             &nc,
@@ -1568,21 +1577,21 @@ async fn workqueue_and_interest_retention_remove_acked_messages() {
         )
         .await;
     }
-    publish(&nc, "in.a", "x").await;
-    publish(&nc, "in.b", "y").await;
+    publish(&nc, "in.a", "x").await; // 2
+    publish(&nc, "in.b", "y").await; // 3
     let mut got = Vec::new();
     for name in ["c1", "c2"] {
         let mut sub = pull(&nc, "IN", name, json!({"batch": 2, "expires": 1000 * MS})).await;
         let (msgs, _) = collect(&mut sub, Duration::from_millis(300)).await;
-        assert_eq!(seqs(&msgs), [1, 2]);
+        assert_eq!(seqs(&msgs), [2, 3]);
         got.push(msgs);
     }
     ack_sync(&nc, &got[0][0], "+ACK").await;
     ack_sync(&nc, &got[0][1], "+ACK").await;
     assert_eq!(stream_msgs(&nc, "IN").await, 2, "c2 still needs both");
     ack_sync(&nc, &got[1][0], "+ACK").await;
-    assert_eq!(stream_msgs(&nc, "IN").await, 1, "both acked message 1");
-    // Deleting the consumer that still needs message 2 releases it.
+    assert_eq!(stream_msgs(&nc, "IN").await, 1, "both acked message 2");
+    // Deleting the consumer that still needs message 3 releases it.
     // (natter removes it just after answering the DELETE, so this one waits a little.)
     api_ok(&nc, "$JS.API.CONSUMER.DELETE.IN.c2", Value::Null).await;
     let t0 = Instant::now();

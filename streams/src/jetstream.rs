@@ -597,7 +597,9 @@ impl JetStream {
                         }
                     }
                     if let Some(c) = &consumers {
-                        c.stored(&stream.name, seq);
+                        if let Some(dropped) = c.stored(&stream.name, seq) {
+                            let _ = dropped.await;
+                        }
                     }
                     pub_ack(&stream.name, seq, false)
                 })
@@ -820,6 +822,11 @@ impl JetStream {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(name.to_string(), stream.clone());
+            // Known to the consumers from the start, so interest retention drops what no
+            // consumer wants even before the first consumer exists.
+            if let Some(c) = self.consumers() {
+                c.load(stream.clone() as Arc<dyn MsgSource>);
+            }
             Ok((stream, pending))
         })();
         let (s, pending) = match r {

@@ -111,7 +111,9 @@ impl Env {
             .append(subject, b"", payload.as_bytes())
             .await
             .unwrap();
-        self.cons.stored("S", seq);
+        if let Some(d) = self.cons.stored("S", seq) {
+            d.await.unwrap();
+        }
         seq
     }
     fn api(&self, subject: &str, body: Value) -> Value {

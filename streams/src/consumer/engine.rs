@@ -591,11 +591,11 @@ impl Consumer {
             let dc = p.dc;
             let max = m.config.max_deliver;
             if max > 0 && dc >= max as u64 {
-                // Given up: no more deliveries; it stops counting as pending.
+                // Given up: no more deliveries; it stops counting as pending. The ack floor
+                // stays until the next ack moves it (as nats-server reports it).
                 outs.push(self.advisory_max_deliver(seq, dc));
                 m.log.acked(seq);
                 m.forget(seq);
-                m.update_floor();
             } else {
                 m.redeliver.insert(seq);
             }

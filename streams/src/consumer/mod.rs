@@ -15,7 +15,8 @@
 //! 4. The core delivers publishes on `$JS.ACK.>` to `consumers.ack(subject, reply, payload)`
 //!    and on `$JS.FC.>` to `consumers.flow_control(subject)`; optionally it calls
 //!    `consumers.interest_changed()` when subscriptions change (push consumers also poll).
-//! 5. After an append is durable (the PubAck point): `consumers.stored(stream, seq)`.
+//! 5. After an append is durable (the PubAck point): `consumers.stored(stream, seq)`, and
+//!    await the deletion it may return (interest retention, nobody wants it) before the PubAck.
 //!    After STREAM.PURGE: `consumers.purged(stream)`; after STREAM.DELETE:
 //!    `consumers.stream_deleted(stream)` (before the directory is removed, or after: either
 //!    works); STREAM.INFO's `consumer_count` is `consumers.count(stream)`; account info's
@@ -333,8 +334,9 @@ impl Consumers {
     }
 
     /// A message is durable in `stream` at `seq`: wake consumers; under interest retention,
-    /// drop it at once if no consumer wants it.
-    pub fn stored(&self, stream: &str, seq: u64) {
+    /// drop it at once if no consumer wants it (the deletion in flight is returned: await it
+    /// before the PubAck, as nats-server has removed such a message by then).
+    pub fn stored(&self, stream: &str, seq: u64) -> Option<Pending<bool>> {
         let (src, list) = {
             let s = self.streams();
             match s.get(stream) {
@@ -342,7 +344,7 @@ impl Consumers {
                     p.source.clone(),
                     p.consumers.values().cloned().collect::<Vec<_>>(),
                 ),
-                None => return,
+                None => return None,
             }
         };
         let interest = src.config().retention == Retention::Interest;
@@ -356,9 +358,7 @@ impl Consumers {
         for c in &list {
             wanted |= c.stored(seq, subject.as_deref());
         }
-        if interest && !wanted && subject.is_some() {
-            drop(src.delete(seq));
-        }
+        (interest && !wanted && subject.is_some()).then(|| src.delete(seq))
     }
 
     /// A stream was purged: pending acks of removed messages are dropped, counts redone.
