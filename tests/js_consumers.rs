@@ -1644,3 +1644,113 @@ async fn kv_watch_of_one_key_and_revision_conflicts() {
         "nothing about other keys"
     );
 }
+
+#[tokio::test]
+async fn pull_partial_batches_waiting_count_and_refusals() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "p", "ack_policy": "explicit"}),
+    )
+    .await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "push", "deliver_subject": "pd"}),
+    )
+    .await;
+    // max_bytes reached part-way: what fits, then a 409 with what is left of the request.
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 3, "max_bytes": 70, "expires": 500 * MS}),
+    )
+    .await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [1]);
+    let end = end.unwrap();
+    assert_eq!(
+        (status_of(&end), end.description.as_deref()),
+        (Some(409), Some("Message Size Exceeds MaxBytes"))
+    );
+    assert_eq!(header(&end, "Nats-Pending-Messages").as_deref(), Some("2"));
+    let used = 70
+        - header(&end, "Nats-Pending-Bytes")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    assert!(used > 2 && used < 70, "bytes counted for message 1: {used}");
+    // Expiry after a partial batch: the 408 carries the messages and bytes still owed.
+    let mut sub = pull(
+        &nc,
+        "S",
+        "p",
+        json!({"batch": 3, "max_bytes": 5000, "expires": 300 * MS}),
+    )
+    .await;
+    let (msgs, end) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [2, 3]);
+    let end = end.unwrap();
+    assert_eq!(status_of(&end), Some(408));
+    assert_eq!(header(&end, "Nats-Pending-Messages").as_deref(), Some("1"));
+    assert_eq!(
+        header(&end, "Nats-Pending-Bytes").unwrap(),
+        (5000 - 2 * used).to_string(),
+        "both messages have the same size"
+    );
+    // A pull from a push consumer; from a consumer that does not exist (no responders).
+    let mut sub = pull(&nc, "S", "push", json!({"batch": 1})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        (status_of(&m), m.description.as_deref()),
+        (Some(409), Some("Consumer is push based"))
+    );
+    let mut sub = pull(&nc, "S", "nope", json!({"batch": 1})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(status_of(&m), Some(503));
+    // num_waiting counts requests still waiting, not those whose requester went away.
+    let mut sub = pull(&nc, "S", "p", json!({"batch": 3, "expires": 5000 * MS})).await;
+    let info = consumer_info(&nc, "S", "p").await;
+    assert_eq!(info["num_waiting"], 1, "{info}");
+    sub.unsubscribe().await.unwrap();
+    common::sync(&nc).await;
+    let info = consumer_info(&nc, "S", "p").await;
+    assert_eq!(info["num_waiting"], 0, "{info}");
+    // A pause in the past is no pause; a deliver subject inside the stream is refused.
+    let r = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.PAUSE.S.p",
+        json!({"pause_until": rfc3339(now_ns() - 1_000_000_000)}),
+    )
+    .await;
+    assert_eq!(r["paused"], false, "{r}");
+    assert!(r.get("pause_remaining").is_none(), "{r}");
+    let r = api(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.cyc",
+        json!({"stream_name": "S", "config": {"durable_name": "cyc", "deliver_subject": "s.x"}}),
+    )
+    .await;
+    assert_eq!(r["error"]["err_code"], 10081, "{r}");
+    // A NAK delay in Go duration form.
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "n", "ack_policy": "explicit", "filter_subject": "s.a"}),
+    )
+    .await;
+    let mut sub = pull(&nc, "S", "n", json!({"batch": 1})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    let t0 = Instant::now();
+    ack_sync(&nc, &m, "-NAK 300ms").await;
+    let mut sub = pull(&nc, "S", "n", json!({"batch": 1, "expires": 2000 * MS})).await;
+    let m = recv(&mut sub, Duration::from_secs(2)).await.unwrap();
+    assert_eq!((sseq(&m), delivered(&m)), (1, 2));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1000),
+        "{waited:?}"
+    );
+}

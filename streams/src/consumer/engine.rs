@@ -272,7 +272,9 @@ impl Consumer {
 
     /// The info JSON.
     pub fn info(&self) -> ConsumerInfo {
-        let m = self.lock();
+        let mut m = self.lock();
+        // Requests whose inbox lost its subscriber no longer count as waiting.
+        m.waiting.retain(|w| self.outbox.has_interest(&w.reply));
         let wall = now_nanos();
         let pause = m.config.pause_until_nanos();
         let paused = pause > wall;
