@@ -9,7 +9,10 @@
 //!   outstanding at a time, as a `fetch` loop does.
 //! * Push: a durable consumer `PUSH` with `ack_policy: none` delivering to `_INBOX.push`, which
 //!   the connection subscribes to beforehand; the clock starts when the `CONSUMER.CREATE`
-//!   request is written and stops when the last message arrives.
+//!   request is written and stops when the last message arrives. It has flow control (and the
+//!   idle heartbeat that requires), answered by the client, as push subscriptions in the NATS
+//!   clients do: without it both servers queue the whole stream for the connection and cut it
+//!   off as a slow consumer once 64 MiB are pending.
 //!
 //! Every message's stream sequence (from its `$JS.ACK` reply subject) must be in `1..=N` and
 //! arrive exactly once, with the published payload size; afterwards `CONSUMER.INFO` must show
@@ -38,6 +41,8 @@ pub enum Kind {
 pub const BATCH: u64 = 100;
 /// Pull requests expire after this long (far more than a batch takes).
 const EXPIRES: Duration = Duration::from_secs(10);
+/// The push consumer's idle heartbeat (flow control needs one; none is due during a run).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 const PULL: &str = "PULL";
 const PUSH: &str = "PUSH";
 /// The pull requests' reply subject, subscribed as sid 2.
@@ -157,7 +162,12 @@ fn pull(js: &mut Publisher, seen: &mut Seen) -> Result<()> {
 
 /// Creates the push consumer and reads until every message has arrived (and the API reply).
 fn push(js: &mut Publisher, seen: &mut Seen) -> Result<()> {
-    let config = serde_json::json!({"ack_policy": "none", "deliver_subject": DELIVER});
+    let config = serde_json::json!({
+        "ack_policy": "none",
+        "deliver_subject": DELIVER,
+        "flow_control": true,
+        "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
+    });
     let body = consumer_request(PUSH, config).to_string();
     let request = format!(
         "PUB $JS.API.CONSUMER.CREATE.{STREAM}.{PUSH} {API_REPLY} {}\r\n{body}\r\n",
@@ -180,7 +190,7 @@ fn push(js: &mut Publisher, seen: &mut Seen) -> Result<()> {
                     ..
                 } => {
                     if !headers.is_empty() {
-                        return status(headers, "push consumer");
+                        return control(headers, reply, &mut out);
                     }
                     seen.mark(reply, PUSH, payload)?;
                 }
@@ -213,6 +223,28 @@ fn status(headers: &[u8], what: &str) -> Result<()> {
         Some(_) => Ok(()),
         None => Err(format!("{what}: status {:?}", show(headers)).into()),
     }
+}
+
+/// A push consumer's status message: a flow control request is answered (an empty message to
+/// its reply subject), as is a heartbeat naming a stalled flow control subject; other idle
+/// heartbeats are ignored and anything else is an error.
+fn control(headers: &[u8], reply: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let text = String::from_utf8_lossy(headers);
+    let mut lines = text.split("\r\n");
+    let answer = match lines.next().unwrap_or_default() {
+        line if line.starts_with("NATS/1.0 100 FlowControl") && !reply.is_empty() => {
+            Some(show(reply))
+        }
+        line if line.starts_with("NATS/1.0 100 Idle") => lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("Nats-Consumer-Stalled"))
+            .map(|(_, subject)| subject.trim().to_string()),
+        _ => return Err(format!("push consumer: status {text:?}").into()),
+    };
+    if let Some(subject) = answer {
+        write!(out, "PUB {subject} 0\r\n\r\n")?;
+    }
+    Ok(())
 }
 
 fn unexpected(subject: &[u8]) -> Result<()> {
@@ -338,6 +370,18 @@ pub fn self_check() {
     assert!(stream_seq(b"$JS.ACK.BENCH.PUSH.1.42.40.17.7", PULL).is_err());
     assert!(stream_seq(b"$JS.ACK.BENCH.PULL.1.42", PULL).is_err());
     assert!(stream_seq(b"", PULL).is_err());
+    let mut out = Vec::new();
+    assert!(control(
+        b"NATS/1.0 100 FlowControl Request\r\n\r\n",
+        b"$JS.FC.x",
+        &mut out
+    )
+    .is_ok());
+    assert!(control(b"NATS/1.0 100 Idle Heartbeat\r\n\r\n", b"", &mut out).is_ok());
+    let stalled = b"NATS/1.0 100 Idle Heartbeat\r\nNats-Consumer-Stalled: $JS.FC.y\r\n\r\n";
+    assert!(control(stalled, b"", &mut out).is_ok());
+    assert_eq!(out, b"PUB $JS.FC.x 0\r\n\r\nPUB $JS.FC.y 0\r\n\r\n");
+    assert!(control(b"NATS/1.0 409 Consumer Deleted\r\n\r\n", b"", &mut out).is_err());
     let mut seen = Seen::new(3, 2);
     let ack = |seq: u64| format!("$JS.ACK.BENCH.PULL.1.{seq}.1.0.0").into_bytes();
     assert!(seen.mark(&ack(2), PULL, b"ab").is_ok());

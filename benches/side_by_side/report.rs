@@ -146,7 +146,8 @@ impl Results {
                     (publishes with acks, not timed), then one connection consumes them all: a \
                     durable pull consumer with explicit acks, one request for a batch of 100 at \
                     a time, each message acked with +ACK; or a durable push consumer with \
-                    ack_policy none (timed from its CONSUMER.CREATE). msgs/s counts messages \
+                    ack_policy none and flow control, answered by the client (timed from its \
+                    CONSUMER.CREATE). msgs/s counts messages \
                     consumed; every stream sequence must arrive exactly once. All servers run \
                     their defaults.\n\n";
         }

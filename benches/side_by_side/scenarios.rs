@@ -40,7 +40,8 @@ pub enum Load {
         jetstream: Jetstream,
     },
     /// A file stream filled with the scenario's messages (not timed), then all of them consumed
-    /// by one pull consumer (explicit acks, batches of 100) or push consumer (no acks).
+    /// by one pull consumer (explicit acks, batches of 100) or push consumer (no acks, flow
+    /// control).
     JsConsume(consumer::Kind),
 }
 
@@ -104,8 +105,8 @@ pub fn all(scale: f64, max_lag: Option<u64>) -> Vec<Scenario> {
         ("js_rtt_1k_2m", "JetStream pub 1 KiB one at a time, natter syncs every 2 min (as nats-server)", js(1, interval), 1024, 8e3, 1),
         ("js_pull_16b", "JetStream pull consumer 16 B, batch 100, explicit acks", pull, 16, 3e5, consumer::BATCH),
         ("js_pull_1k", "JetStream pull consumer 1 KiB, batch 100, explicit acks", pull, 1024, 2e5, consumer::BATCH),
-        ("js_push_16b", "JetStream push consumer 16 B, no acks", push, 16, 6e5, 1),
-        ("js_push_1k", "JetStream push consumer 1 KiB, no acks", push, 1024, 2e5, 1),
+        ("js_push_16b", "JetStream push consumer 16 B, no acks, flow control", push, 16, 6e5, 1),
+        ("js_push_1k", "JetStream push consumer 1 KiB, no acks, flow control", push, 1024, 2e5, 1),
     ];
     table
         .into_iter()
