@@ -1836,3 +1836,141 @@ async fn push_consumer_redelivers_after_ack_wait_within_max_ack_pending() {
         "{info}"
     );
 }
+
+#[tokio::test]
+async fn consumer_config_defaults_and_validation() {
+    let (_server, nc) = s_with(&["s.a"]).await;
+    // (config, Ok(fields the stored config must have) or Err(err_code))
+    let cases: Vec<(Value, Result<Value, u64>)> = vec![
+        (
+            json!({}),
+            Ok(
+                json!({"ack_policy": "none", "deliver_policy": "all", "max_deliver": -1,
+                              "max_waiting": 512, "replay_policy": "instant",
+                              "inactive_threshold": 5_000_000_000u64}),
+            ),
+        ),
+        (
+            json!({"ack_policy": "explicit"}),
+            Ok(json!({"ack_wait": 30_000_000_000u64, "max_ack_pending": 1000})),
+        ),
+        (
+            json!({"deliver_subject": "d1", "deliver_group": "g", "flow_control": true,
+                "idle_heartbeat": 1000 * MS}),
+            Ok(json!({"deliver_group": "g"})),
+        ),
+        (
+            json!({"deliver_subject": "d1", "deliver_group": "g", "idle_heartbeat": 1000 * MS}),
+            Ok(json!({"deliver_group": "g"})),
+        ),
+        (json!({"flow_control": true}), Err(10089)),
+        (json!({"idle_heartbeat": 1000 * MS}), Err(10088)),
+        (
+            json!({"deliver_subject": "d1", "flow_control": true}),
+            Err(10108),
+        ),
+        (
+            json!({"deliver_subject": "d1", "idle_heartbeat": 50 * MS}),
+            Err(10083),
+        ),
+        (json!({"deliver_subject": "d.*"}), Err(10079)),
+        (json!({"deliver_subject": "s.x"}), Err(10081)),
+        (
+            json!({"deliver_subject": "d1", "max_waiting": 3}),
+            Err(10080),
+        ),
+        // Accepted on push consumers (and unused).
+        (
+            json!({"deliver_subject": "d1", "max_batch": 3, "max_expires": 3, "max_bytes": 3}),
+            Ok(json!({"max_batch": 3, "max_expires": 3, "max_bytes": 3})),
+        ),
+        (
+            json!({"deliver_subject": "d1", "max_waiting": -3}),
+            Ok(json!({"max_waiting": null})),
+        ),
+        // Negative limits fall back to defaults.
+        (
+            json!({"max_waiting": -3, "max_batch": -2, "max_bytes": -1, "max_expires": -5,
+                "max_deliver": -5}),
+            Ok(
+                json!({"max_waiting": 512, "max_batch": null, "max_bytes": null,
+                   "max_expires": null, "max_deliver": -1}),
+            ),
+        ),
+        (
+            json!({"ack_policy": "all", "max_ack_pending": -7}),
+            Ok(json!({"max_ack_pending": -1})),
+        ),
+        (json!({"max_expires": MS / 2}), Err(10115)),
+        // Backoff: the first value is the ack wait; no more than max_deliver values.
+        (
+            json!({"ack_policy": "explicit", "backoff": [MS, 2 * MS], "max_deliver": 2}),
+            Ok(json!({"ack_wait": MS})),
+        ),
+        (
+            json!({"ack_policy": "explicit", "backoff": [MS, 2 * MS], "max_deliver": 1}),
+            Err(10116),
+        ),
+        (
+            json!({"ack_policy": "explicit", "backoff": [MS], "ack_wait": 5 * MS}),
+            Ok(json!({"ack_wait": MS})),
+        ),
+        (
+            json!({"ack_policy": "none", "backoff": [MS]}),
+            Ok(json!({"ack_wait": MS})),
+        ),
+        (
+            json!({"filter_subject": "t.a"}),
+            Ok(json!({"filter_subject": "t.a"})),
+        ),
+        (
+            json!({"filter_subject": "s.a", "filter_subjects": ["s.b"]}),
+            Err(10136),
+        ),
+        (json!({"filter_subjects": ["s.>", "s.a"]}), Err(10138)),
+        (json!({"rate_limit_bps": 1000}), Err(10086)),
+        (json!({"name": "a.b"}), Err(10052)),
+        (json!({"deliver_policy": "by_start_sequence"}), Err(10094)),
+        (
+            json!({"deliver_policy": "all", "opt_start_seq": 3}),
+            Err(10094),
+        ),
+        (
+            json!({"deliver_policy": "by_start_time", "opt_start_time": "garbage"}),
+            Err(10025),
+        ),
+        (json!({"ack_wait": -1}), Err(10183)),
+        (json!({"num_replicas": 3}), Err(10074)),
+        (
+            json!({"sample_freq": "200%"}),
+            Ok(json!({"sample_freq": "200%"})),
+        ),
+        (json!({"sample_freq": "x%"}), Err(10095)),
+        (json!({"sample_freq": "-5%"}), Err(10095)),
+        (json!({"description": "x".repeat(5000)}), Err(10107)),
+    ];
+    for (config, want) in cases {
+        let r = api(
+            &nc,
+            "$JS.API.CONSUMER.CREATE.S",
+            json!({"stream_name": "S", "config": config}),
+        )
+        .await;
+        match want {
+            Err(code) => assert_eq!(r["error"]["err_code"], code, "{config}: {r}"),
+            Ok(fields) => {
+                assert!(r.get("error").is_none(), "{config}: {r}");
+                for (k, v) in fields.as_object().unwrap() {
+                    assert_eq!(&r["config"][k], v, "{config}: {k} in {r}");
+                }
+                let name = r["name"].as_str().unwrap();
+                api_ok(
+                    &nc,
+                    &format!("$JS.API.CONSUMER.DELETE.S.{name}"),
+                    Value::Null,
+                )
+                .await;
+            }
+        }
+    }
+}

@@ -364,7 +364,6 @@ impl ConsumerConfig {
     /// Applies nats-server's defaults and validates the config against its stream.
     /// `ephemeral`: the consumer has no durable name.
     pub fn normalize(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
-        let invalid = |d: &str| e(400, 10052, d.to_string());
         if !self.durable_name.is_empty() && !self.name.is_empty() && self.durable_name != self.name
         {
             return Err(err::name_mismatch());
@@ -411,13 +410,20 @@ impl ConsumerConfig {
         if self.ack_wait < 0 {
             return Err(e(400, 10183, "consumer ack wait needs to be positive"));
         }
-        // Defaults (setConsumerConfigDefaults).
-        if self.max_deliver == 0 {
+        // Defaults (as nats-server 2.15 reports them).
+        if self.max_deliver <= 0 {
             self.max_deliver = -1;
+        }
+        // The first backoff is the ack wait, whatever was given and whatever the ack policy.
+        if let Some(first) = self.backoff.first() {
+            self.ack_wait = *first;
         }
         if self.ack_policy != AckPolicy::None {
             if self.ack_wait == 0 {
-                self.ack_wait = self.backoff.first().copied().unwrap_or(DEFAULT_ACK_WAIT);
+                self.ack_wait = DEFAULT_ACK_WAIT;
+            }
+            if self.max_ack_pending < -1 {
+                self.max_ack_pending = -1;
             }
             if self.max_ack_pending == 0 {
                 self.max_ack_pending = stream
@@ -427,8 +433,16 @@ impl ConsumerConfig {
                     .unwrap_or(DEFAULT_MAX_ACK_PENDING);
             }
         }
-        if !self.is_push() && self.max_waiting == 0 {
+        if self.is_push() {
+            // A negative max_waiting on a push consumer is dropped, not refused.
+            if self.max_waiting < 0 {
+                self.max_waiting = 0;
+            }
+        } else if self.max_waiting <= 0 {
             self.max_waiting = DEFAULT_MAX_WAITING;
+        }
+        if self.max_expires < 0 {
+            self.max_expires = 0;
         }
         if self.durable_name.is_empty() && self.inactive_threshold <= 0 {
             self.inactive_threshold = stream
@@ -465,19 +479,8 @@ impl ConsumerConfig {
                     "consumer in push mode can not set max waiting",
                 ));
             }
-            if self.max_batch != 0 {
-                return Err(e(400, 10082, "consumer in push mode can not set max batch"));
-            }
-            if self.max_expires != 0 {
-                return Err(e(
-                    400,
-                    10085,
-                    "consumer in push mode can not set max expires",
-                ));
-            }
-            if self.max_bytes != 0 {
-                return Err(e(400, 10149, "consumer in push mode can not set max bytes"));
-            }
+            // max_batch, max_expires and max_bytes are accepted (and unused) on push
+            // consumers, as by nats-server 2.15.
             if self.idle_heartbeat > 0 && self.idle_heartbeat < 100_000_000 {
                 return Err(e(
                     400,
@@ -521,9 +524,6 @@ impl ConsumerConfig {
                     "consumer in pull mode can not have rate limit set",
                 ));
             }
-            if self.max_waiting < 0 {
-                return Err(e(400, 10087, "consumer max waiting needs to be positive"));
-            }
             if self.max_expires != 0 && self.max_expires < 1_000_000 {
                 return Err(e(
                     400,
@@ -533,21 +533,20 @@ impl ConsumerConfig {
             }
         }
         if !self.backoff.is_empty() {
-            if self.max_deliver != -1 && self.max_deliver <= self.backoff.len() as i64 {
+            // nats-server's wording says ">", but it accepts as many deliveries as values.
+            if self.max_deliver != -1 && self.max_deliver < self.backoff.len() as i64 {
                 return Err(e(
                     400,
                     10116,
                     "max deliver is required to be > length of backoff values",
                 ));
             }
-            if self.ack_policy == AckPolicy::None {
-                return Err(invalid("backoff requires an ack policy"));
-            }
         }
         if !self.sample_freq.is_empty() {
             let f = self.sample_freq.trim_end_matches('%');
             match f.parse::<i64>() {
-                Ok(v) if (0..=100).contains(&v) => {}
+                // nats-server 2.15 accepts more than 100%.
+                Ok(v) if v >= 0 => {}
                 Ok(_) => {
                     return Err(e(
                         400,
