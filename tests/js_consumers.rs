@@ -1974,3 +1974,67 @@ async fn consumer_config_defaults_and_validation() {
         }
     }
 }
+
+#[tokio::test]
+async fn consumer_updates_take_effect_or_are_refused() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.a"]).await;
+    let base = json!({"durable_name": "u", "ack_policy": "explicit", "filter_subject": "s.a"});
+    add_consumer(&nc, "S", base.clone()).await;
+    let update = |change: Value| {
+        let mut cfg = base.clone();
+        cfg.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        json!({"stream_name": "S", "action": "update", "config": cfg})
+    };
+    for (change, refusal) in [
+        (
+            json!({"deliver_policy": "new"}),
+            "deliver policy can not be updated",
+        ),
+        (
+            json!({"ack_policy": "all"}),
+            "ack policy can not be updated",
+        ),
+        (
+            json!({"replay_policy": "original"}),
+            "replay policy can not be updated",
+        ),
+        (json!({"max_waiting": 10}), "max waiting can not be updated"),
+        (
+            json!({"mem_storage": true}),
+            "storage type can not be updated",
+        ),
+        (
+            json!({"deliver_subject": "x"}),
+            "can not update pull consumer to push based",
+        ),
+    ] {
+        let r = api(&nc, "$JS.API.CONSUMER.CREATE.S.u", update(change.clone())).await;
+        assert_eq!(
+            (&r["error"]["err_code"], &r["error"]["description"]),
+            (&json!(10012), &json!(refusal)),
+            "{change}: {r}"
+        );
+    }
+    // A new filter and a short ack wait apply from then on.
+    let r = api_ok(
+        &nc,
+        "$JS.API.CONSUMER.CREATE.S.u",
+        update(json!({"filter_subject": "s.b", "ack_wait": 200 * MS, "description": "d"})),
+    )
+    .await;
+    assert_eq!(r["config"]["description"], "d");
+    assert_eq!(r["num_pending"], 1, "{r}");
+    let mut sub = pull(&nc, "S", "u", json!({"batch": 5, "expires": 1000 * MS})).await;
+    let t0 = Instant::now();
+    let first = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((sseq(&first), delivered(&first)), (2, 1));
+    let again = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((sseq(&again), delivered(&again)), (2, 2));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_millis(800),
+        "{waited:?}"
+    );
+}

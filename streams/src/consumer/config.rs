@@ -707,7 +707,7 @@ impl ConsumerConfig {
             return fail("max waiting can not be updated");
         }
         if self.mem_storage != new.mem_storage {
-            return fail("can not change mem_storage");
+            return fail("storage type can not be updated");
         }
         Ok(())
     }

@@ -304,7 +304,12 @@ impl Consumer {
     /// Replaces the configuration (an allowed update).
     pub fn set_config(&self, config: ConsumerConfig) {
         let mut m = self.lock();
+        let refilter = config.filters() != m.config.filters();
         m.config = config;
+        if refilter {
+            let filters = m.config.filters();
+            m.num_pending = count_from(&*self.stream, &filters, m.next_seq) + m.lps.len() as u64;
+        }
         drop(m);
         self.kick();
     }
