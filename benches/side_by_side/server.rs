@@ -99,7 +99,17 @@ impl Server {
                 cmd.args(["-js", "-sd"]).arg(store);
             }
         }
-        let child = cmd.spawn()?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // No server to drop yet: remove its directories here.
+                let _ = std::fs::remove_dir_all(&dir);
+                if let Some(store) = &store {
+                    let _ = std::fs::remove_dir_all(store);
+                }
+                return Err(format!("{}: {e}", binary.path.display()).into());
+            }
+        };
         let mut server = Server {
             child,
             dir,
