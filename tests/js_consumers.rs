@@ -2038,3 +2038,86 @@ async fn consumer_updates_take_effect_or_are_refused() {
         "{waited:?}"
     );
 }
+
+/// (ack floor, delivered, ack pending, pending) stream-sequence view of a consumer.
+fn counts(info: &Value) -> (u64, u64, u64, u64) {
+    let n = |v: &Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("not a number in {info}"))
+    };
+    (
+        n(&info["ack_floor"]["stream_seq"]),
+        n(&info["delivered"]["stream_seq"]),
+        n(&info["num_ack_pending"]),
+        n(&info["num_pending"]),
+    )
+}
+
+#[tokio::test]
+async fn stream_deletes_purges_and_limits_reach_the_consumers() {
+    let (_server, nc) = s_with(&["s.a", "s.b", "s.c", "s.d", "s.e"]).await;
+    add_consumer(
+        &nc,
+        "S",
+        json!({"durable_name": "c", "ack_policy": "explicit", "ack_wait": 30_000 * MS}),
+    )
+    .await;
+    let mut sub = pull(&nc, "S", "c", json!({"batch": 2})).await;
+    let (msgs, _) = collect(&mut sub, Duration::from_millis(200)).await;
+    assert_eq!(seqs(&msgs), [1, 2]);
+    // Deleting a pending message (1) and an undelivered one (4).
+    for seq in [1, 4] {
+        api_ok(&nc, "$JS.API.STREAM.MSG.DELETE.S", json!({"seq": seq})).await;
+    }
+    let info = info_when(&nc, "S", "c", "num_ack_pending", json!(1)).await;
+    assert_eq!(counts(&info), (1, 2, 1, 2), "{info}");
+    let mut sub = pull(&nc, "S", "c", json!({"batch": 5, "no_wait": true})).await;
+    let (msgs, _) = collect(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(seqs(&msgs), [3, 5]);
+    // A purge drops every pending ack.
+    api_ok(&nc, "$JS.API.STREAM.PURGE.S", json!({})).await;
+    let info = info_when(&nc, "S", "c", "num_ack_pending", json!(0)).await;
+    assert_eq!(counts(&info), (5, 5, 0, 0), "{info}");
+    // A purge that removes the next message to deliver moves the consumer past it.
+    publish(&nc, "s.f", "6").await;
+    publish(&nc, "s.g", "7").await;
+    publish(&nc, "s.f", "8").await;
+    api_ok(&nc, "$JS.API.STREAM.PURGE.S", json!({"filter": "s.f"})).await;
+    let info = consumer_info(&nc, "S", "c").await;
+    assert_eq!(counts(&info), (6, 6, 0, 1), "{info}");
+    // Deleting the stream ends waiting pulls.
+    let mut sub = pull(&nc, "S", "c", json!({"batch": 5, "expires": 3000 * MS})).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(sseq(&m), 7);
+    api_ok(&nc, "$JS.API.STREAM.DELETE.S", Value::Null).await;
+    let m = recv(&mut sub, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        (status_of(&m), m.description.as_deref()),
+        (Some(409), Some("Consumer Deleted"))
+    );
+    // Limits: messages pushed out of the stream are no longer pending, acked or not.
+    add_stream(
+        &nc,
+        json!({"name": "L", "subjects": ["l.>"], "max_msgs": 3}),
+    )
+    .await;
+    for i in 0..3 {
+        publish(&nc, "l.x", &i.to_string()).await;
+    }
+    add_consumer(
+        &nc,
+        "L",
+        json!({"durable_name": "c", "ack_policy": "explicit"}),
+    )
+    .await;
+    let mut sub = pull(&nc, "L", "c", json!({"batch": 1})).await;
+    assert_eq!(
+        seqs(&collect(&mut sub, Duration::from_millis(200)).await.0),
+        [1]
+    );
+    for i in 3..6 {
+        publish(&nc, "l.x", &i.to_string()).await;
+    }
+    let info = info_when(&nc, "L", "c", "num_pending", json!(3)).await;
+    assert_eq!(counts(&info), (1, 1, 0, 3), "{info}");
+}

@@ -1220,7 +1220,12 @@ impl JetStream {
         Box::pin(async move {
             let _forget = ForgetUsage(&js);
             ApiReply::Json(match pending.await {
-                Ok(true) => resp(T, None, serde_json::json!({"success": true})),
+                Ok(true) => {
+                    if let Some(c) = js.consumers() {
+                        c.removed(&s.name);
+                    }
+                    resp(T, None, serde_json::json!({"success": true}))
+                }
                 Ok(false) => err_json(T, &not_found(s.store.state())),
                 Err(e) => err_json(T, &e.into()),
             })

@@ -275,6 +275,11 @@ impl Consumer {
         let mut m = self.lock();
         // Requests whose inbox lost its subscriber no longer count as waiting.
         m.waiting.retain(|w| self.outbox.has_interest(&w.reply));
+        // Messages the stream's limits removed from its head are no longer pending.
+        let first = self.stream.state().first_seq;
+        if self.trim_head(&mut m, first) {
+            self.commit(&mut m, Vec::new());
+        }
         let wall = now_nanos();
         let pause = m.config.pause_until_nanos();
         let paused = pause > wall;
@@ -356,6 +361,18 @@ impl Consumer {
 
     /// After a purge: drop pending messages that are gone, recount.
     pub fn purged(&self) {
+        self.resync(true)
+    }
+
+    /// After messages were deleted from the stream (`STREAM.MSG.DELETE`): drop pending acks
+    /// of the deleted ones, recount.
+    pub fn removed(&self) {
+        self.resync(false)
+    }
+
+    /// Drops what the stream no longer has and recounts; after a purge, what was purged
+    /// ahead of the consumer counts as delivered (as nats-server reports it).
+    fn resync(&self, purge: bool) {
         let mut m = self.lock();
         let st = self.stream.state();
         let gone: Vec<u64> = m
@@ -370,6 +387,9 @@ impl Consumer {
         m.lps.retain(|q| *q >= st.first_seq);
         if m.next_seq < st.first_seq {
             m.next_seq = st.first_seq;
+            if purge {
+                m.delivered_s = m.delivered_s.max(st.first_seq - 1);
+            }
         }
         m.update_floor();
         let filters = m.config.filters();
@@ -380,6 +400,31 @@ impl Consumer {
         }
         drop(m);
         self.kick();
+    }
+
+    /// Forgets what lies below the stream's first sequence `first` (removed by limits):
+    /// pending acks, last-per-subject starts, undelivered messages (recounted). True if the
+    /// log has something to write.
+    fn trim_head(&self, m: &mut Inner, first: u64) -> bool {
+        let gone: Vec<u64> = m.pending.range(..first).map(|(k, _)| *k).collect();
+        for q in &gone {
+            m.log.acked(*q);
+            m.forget(*q);
+        }
+        let before = m.lps.len();
+        m.lps.retain(|q| *q >= first);
+        let lps_gone = (before - m.lps.len()) as u64;
+        if m.next_seq < first {
+            m.next_seq = first;
+            let filters = m.config.filters();
+            m.num_pending = count_from(&*self.stream, &filters, first) + m.lps.len() as u64;
+        } else {
+            m.num_pending = m.num_pending.saturating_sub(lps_gone);
+        }
+        if !gone.is_empty() {
+            m.update_floor();
+        }
+        !gone.is_empty()
     }
 
     /// Stops the consumer; waiting pull requests get `409 Consumer Deleted`.

@@ -368,6 +368,14 @@ impl Consumers {
         }
     }
 
+    /// Messages were deleted from a stream (`STREAM.MSG.DELETE`): pending acks of deleted
+    /// messages are dropped, counts redone.
+    pub fn removed(&self, stream: &str) {
+        for c in self.list_of(stream) {
+            c.removed();
+        }
+    }
+
     /// A stream was deleted: its consumers stop (waiting pulls get `409 Consumer Deleted`).
     pub fn stream_deleted(&self, stream: &str) {
         let removed = self.streams().remove(stream);
