@@ -94,8 +94,15 @@ impl Seg {
         self.base + self.slots.len() as u64 - 1
     }
     fn live_seqs(&self) -> impl DoubleEndedIterator<Item = (u64, Slot)> + '_ {
-        let base = self.base;
-        self.slots
+        self.live_seqs_from(self.base)
+    }
+
+    /// [`Seg::live_seqs`] from sequence `start` on: indexed, not scanned, so reading a stream
+    /// message by message costs O(1) per message, not O(segment).
+    fn live_seqs_from(&self, start: u64) -> impl DoubleEndedIterator<Item = (u64, Slot)> + '_ {
+        let skip = (start.saturating_sub(self.base) as usize).min(self.slots.len());
+        let base = self.base + skip as u64;
+        self.slots[skip..]
             .iter()
             .enumerate()
             .filter(|(_, s)| s.len > 0)
@@ -231,11 +238,14 @@ impl Index {
             info.first = new_first;
             info.last = new_last;
         }
+        // The first sequence only moves forward: look from where it was, not from the
+        // segment's start (removing from the head, as a work queue does, stays O(1) each).
+        let from = self.first_seq;
         self.first_seq = self
             .segs
             .iter()
-            .find(|s| s.live > 0)
-            .and_then(|s| s.live_seqs().next().map(|(q, _)| q))
+            .filter(|s| s.live > 0)
+            .find_map(|s| s.live_seqs_from(from).next().map(|(q, _)| q))
             .unwrap_or(self.last_seq + 1);
     }
 
@@ -246,7 +256,7 @@ impl Index {
         let in_range = |q: &u64| *q >= from && *q <= to;
         if forward {
             self.segs[start..=end].iter().find_map(|seg| {
-                seg.live_seqs()
+                seg.live_seqs_from(from)
                     .find(|(q, s)| s.subj == id && in_range(q))
                     .map(|(q, _)| q)
             })
@@ -567,8 +577,8 @@ impl FileStore {
             let ids = filter.map(|f| idx.matching_ids(f));
             let from = idx.seg_pos(start).unwrap_or(0);
             idx.segs.get(from..).unwrap_or(&[]).iter().find_map(|seg| {
-                seg.live_seqs()
-                    .find(|(q, s)| *q >= start && ids.as_ref().is_none_or(|i| i.contains(&s.subj)))
+                seg.live_seqs_from(start)
+                    .find(|(_, s)| ids.as_ref().is_none_or(|i| i.contains(&s.subj)))
                     .map(|(q, s)| (seg.file.clone(), q, s))
             })
         };
