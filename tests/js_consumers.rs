@@ -29,6 +29,36 @@ fn js_server(store: &std::path::Path) -> Server {
     Server::start_with(None, &["-js", "-sd", store.to_str().unwrap()])
 }
 
+/// A JetStream server on a fresh store that is removed with it.
+struct Js {
+    server: Option<Server>,
+    store: std::path::PathBuf,
+}
+
+impl Js {
+    fn start() -> Js {
+        let store = temp_dir();
+        Js {
+            server: Some(js_server(&store)),
+            store,
+        }
+    }
+}
+
+impl std::ops::Deref for Js {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+}
+
+impl Drop for Js {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
 async fn js(server: &Server) -> jetstream::Context {
     let client = within("connect", async_nats::connect(server.url()))
         .await
@@ -57,8 +87,7 @@ async fn orders(js: &jetstream::Context, n: u64) -> stream::Stream {
 
 #[tokio::test]
 async fn pull_consumer_fetches_acks_and_redelivers() {
-    let store = temp_dir();
-    let server = js_server(&store);
+    let server = Js::start();
     let js = js(&server).await;
     let s = orders(&js, 5).await;
     let c = s
@@ -113,8 +142,7 @@ async fn pull_consumer_fetches_acks_and_redelivers() {
 
 #[tokio::test]
 async fn push_consumer_delivers_to_its_subject() {
-    let store = temp_dir();
-    let server = js_server(&store);
+    let server = Js::start();
     let js = js(&server).await;
     let s = orders(&js, 3).await;
     let c = s
@@ -136,8 +164,7 @@ async fn push_consumer_delivers_to_its_subject() {
 
 #[tokio::test]
 async fn ordered_consumer_reads_everything_in_order() {
-    let store = temp_dir();
-    let server = js_server(&store);
+    let server = Js::start();
     let js = js(&server).await;
     let s = orders(&js, 10).await;
     let c = s
@@ -198,12 +225,13 @@ async fn durable_consumer_resumes_after_a_restart() {
         ["order 3", "order 4"],
         "acked messages never come back"
     );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
 }
 
 #[tokio::test]
 async fn kv_put_get_update_delete_history_keys_and_watch() {
-    let store = temp_dir();
-    let server = js_server(&store);
+    let server = Js::start();
     let js = js(&server).await;
     let kv = within(
         "create bucket",
@@ -271,8 +299,7 @@ async fn kv_put_get_update_delete_history_keys_and_watch() {
 
 #[tokio::test]
 async fn object_store_put_get_info_list_delete() {
-    let store = temp_dir();
-    let server = js_server(&store);
+    let server = Js::start();
     let js = js(&server).await;
     let bucket = within(
         "create object store",
@@ -530,8 +557,8 @@ fn now_ns() -> i64 {
 const MS: u64 = 1_000_000;
 
 /// A server with a stream `S` on `s.>` holding `subjects` in order (payloads `m<seq>`).
-async fn s_with(subjects: &[&str]) -> (Server, async_nats::Client) {
-    let server = js_server(&temp_dir());
+async fn s_with(subjects: &[&str]) -> (Js, async_nats::Client) {
+    let server = Js::start();
     let nc = core(&server).await;
     add_stream(&nc, json!({"name": "S", "subjects": ["s.>"]})).await;
     for (i, s) in subjects.iter().enumerate() {
@@ -1064,7 +1091,7 @@ async fn filter_subject_and_filter_subjects() {
 
 #[tokio::test]
 async fn replay_original_keeps_the_publish_timing() {
-    let server = js_server(&temp_dir());
+    let server = Js::start();
     let nc = core(&server).await;
     add_stream(&nc, json!({"name": "S", "subjects": ["s.>"]})).await;
     for i in 0..3 {
@@ -1553,7 +1580,7 @@ async fn stream_msgs(nc: &async_nats::Client, name: &str) -> u64 {
 
 #[tokio::test]
 async fn workqueue_and_interest_retention_remove_acked_messages() {
-    let server = js_server(&temp_dir());
+    let server = Js::start();
     let nc = core(&server).await;
     add_stream(
         &nc,
@@ -1627,7 +1654,7 @@ async fn workqueue_and_interest_retention_remove_acked_messages() {
 
 #[tokio::test]
 async fn kv_watch_of_one_key_and_revision_conflicts() {
-    let server = js_server(&temp_dir());
+    let server = Js::start();
     let js = js(&server).await;
     let kv = within(
         "create bucket",
@@ -2120,4 +2147,80 @@ async fn stream_deletes_purges_and_limits_reach_the_consumers() {
     }
     let info = info_when(&nc, "L", "c", "num_pending", json!(3)).await;
     assert_eq!(counts(&info), (1, 1, 0, 3), "{info}");
+}
+
+#[tokio::test]
+async fn consumer_definitions_and_state_survive_a_restart() {
+    let store = temp_dir();
+    let eph;
+    {
+        let server = js_server(&store);
+        let nc = core(&server).await;
+        add_stream(&nc, json!({"name": "S", "subjects": ["s.>"]})).await;
+        for i in 0..4 {
+            publish(&nc, "s.a", &i.to_string()).await;
+        }
+        let r = add_consumer(
+            &nc,
+            "S",
+            json!({"ack_policy": "explicit", "inactive_threshold": 60_000 * MS}),
+        )
+        .await;
+        eph = r["name"].as_str().unwrap().to_string();
+        add_consumer(
+            &nc,
+            "S",
+            json!({"durable_name": "d", "ack_policy": "explicit"}),
+        )
+        .await;
+        api_ok(
+            &nc,
+            "$JS.API.CONSUMER.CREATE.S.d",
+            json!({"stream_name": "S", "config": {"durable_name": "d", "ack_policy": "explicit",
+                   "max_deliver": 7, "description": "updated"}}),
+        )
+        .await;
+        api_ok(
+            &nc,
+            "$JS.API.CONSUMER.PAUSE.S.d",
+            json!({"pause_until": rfc3339(now_ns() + 60_000_000_000)}),
+        )
+        .await;
+        add_consumer(
+            &nc,
+            "S",
+            json!({"durable_name": "m", "ack_policy": "explicit", "mem_storage": true}),
+        )
+        .await;
+        let mut sub = pull(&nc, "S", &eph, json!({"batch": 2})).await;
+        let (msgs, _) = collect(&mut sub, Duration::from_millis(200)).await;
+        ack_sync(&nc, &msgs[0], "+ACK").await;
+        if !common::is_natter() {
+            // nats-server writes consumer state a moment after confirming (see the crash test).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(server); // SIGKILL
+    }
+    let server = js_server(&store);
+    let nc = core(&server).await;
+    // The ephemeral is back with its acks and pending message.
+    let info = consumer_info(&nc, "S", &eph).await;
+    assert_eq!(counts(&info), (1, 2, 1, 2), "{info}");
+    // The durable with its updated config and its pause.
+    let info = consumer_info(&nc, "S", "d").await;
+    assert_eq!(
+        (
+            &info["config"]["max_deliver"],
+            &info["config"]["description"],
+            &info["paused"]
+        ),
+        (&json!(7), &json!("updated"), &json!(true)),
+        "{info}"
+    );
+    // A consumer kept in memory is gone.
+    let info = consumer_info(&nc, "S", "m").await;
+    assert_eq!(info["error"]["err_code"], 10014, "{info}");
+    let names = api_ok(&nc, "$JS.API.CONSUMER.NAMES.S", Value::Null).await;
+    assert_eq!(names["total"], 2);
+    let _ = std::fs::remove_dir_all(&store);
 }
