@@ -627,12 +627,20 @@ impl JetStream {
             let stream = crate::consumer::stream_of(subject)
                 .and_then(|n| self.stream(n))
                 .map(|s| s as Arc<dyn MsgSource>);
-            let answer = consumers.api(subject, reply, payload, stream)?;
+            let (answer, released) = consumers.api_then(subject, reply, payload, stream)?;
             self.inner.api_total.fetch_add(1, Ordering::Relaxed);
             if answer.json().is_some_and(is_error) {
                 self.inner.api_errors.fetch_add(1, Ordering::Relaxed);
             }
-            return Some(ready(answer));
+            if released.is_empty() {
+                return Some(ready(answer));
+            }
+            return Some(Box::pin(async move {
+                for d in released {
+                    let _ = d.await;
+                }
+                answer
+            }));
         }
         let toks: Vec<&str> = rest.split('.').collect();
         let fut: Pin<Box<dyn Future<Output = ApiReply> + Send>> = match toks.as_slice() {

@@ -12,6 +12,8 @@
 //!    `consumers.api(subject, reply, payload, s.map(|s| s as Arc<dyn MsgSource>))`;
 //!    `Some(r)` is the reply to send, `None` means the consumer answers through the outbox
 //!    (MSG.NEXT): send nothing. (`ApiReply::NoResponse` keeps its meaning: 503 no responders.)
+//!    `consumers.api_then(..)` also returns the stream deletions the request set off
+//!    (interest retention); the dispatcher answers once they complete.
 //! 4. The core delivers publishes on `$JS.ACK.>` to `consumers.ack(subject, reply, payload)`
 //!    and on `$JS.FC.>` to `consumers.flow_control(subject)`; optionally it calls
 //!    `consumers.interest_changed()` when subscriptions change (push consumers also poll).
@@ -226,7 +228,7 @@ impl Consumers {
                     Tick::Stop => return,
                     Tick::Delete => {
                         if let Some(r) = reg.upgrade() {
-                            Consumers { r }.remove(&c);
+                            drop(Consumers { r }.remove(&c));
                         }
                         return;
                     }
@@ -239,15 +241,17 @@ impl Consumers {
     }
 
     /// Removes a consumer: stops it, deletes its state, frees messages only it kept.
-    fn remove(&self, c: &Arc<Consumer>) {
+    /// Returns the deletions in flight of messages only it kept (interest retention).
+    fn remove(&self, c: &Arc<Consumer>) -> Vec<Pending<bool>> {
+        let mut released = Vec::new();
         let src = {
             let mut s = self.streams();
             let Some(p) = s.get_mut(c.stream.name()) else {
-                return;
+                return released;
             };
             match p.consumers.get(&c.name) {
                 Some(x) if Arc::ptr_eq(x, c) => {}
-                _ => return,
+                _ => return released,
             }
             p.consumers.remove(&c.name);
             p.source.clone()
@@ -263,9 +267,10 @@ impl Consumers {
             let mut at = from;
             while let Ok(Some(m)) = src.get_next(at, None) {
                 at = m.seq + 1;
-                drop(self.release(&*src, m.seq, &m.subject));
+                released.extend(self.release(&*src, m.seq, &m.subject));
             }
         }
+        released
     }
 
     /// Interest retention: deletes `seq` if no consumer still needs it; the deletion in
@@ -472,6 +477,32 @@ impl Consumers {
         payload: &[u8],
         stream: Option<Arc<dyn MsgSource>>,
     ) -> Option<ApiReply> {
+        self.api_inner(subject, reply, payload, stream, &mut Vec::new())
+    }
+
+    /// [`Consumers::api`], with the stream deletions the request set off (a DELETE under
+    /// interest retention frees what only that consumer kept): send the reply once they
+    /// complete, as nats-server has removed those messages when it answers.
+    pub fn api_then(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+        stream: Option<Arc<dyn MsgSource>>,
+    ) -> Option<(ApiReply, Vec<Pending<bool>>)> {
+        let mut released = Vec::new();
+        let answer = self.api_inner(subject, reply, payload, stream, &mut released)?;
+        Some((answer, released))
+    }
+
+    fn api_inner(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+        stream: Option<Arc<dyn MsgSource>>,
+        released: &mut Vec<Pending<bool>>,
+    ) -> Option<ApiReply> {
         let rest = subject.strip_prefix("$JS.API.CONSUMER.")?;
         let t: Vec<&str> = rest.split('.').collect();
         let ty = match t.first() {
@@ -532,7 +563,7 @@ impl Consumers {
                 let _g = self.r.admin.lock().unwrap_or_else(|e| e.into_inner());
                 match self.get(src.name(), name) {
                     Some(c) => {
-                        self.remove(&c);
+                        released.extend(self.remove(&c));
                         Some(ApiReply::Json(resp(
                             ty,
                             None,
