@@ -2219,3 +2219,77 @@ async fn consumer_definitions_and_state_survive_a_restart() {
     assert_eq!(names["total"], 2);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[tokio::test]
+async fn kv_watch_with_history_from_revision_history_and_keys() {
+    let server = Js::start();
+    let js = js(&server).await;
+    let kv = within(
+        "create bucket",
+        js.create_key_value(kv::Config {
+            bucket: "b".into(),
+            history: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    assert!(keys.is_empty());
+    kv.put("a.1", "x".into()).await.unwrap();
+    kv.put("a.2", "y".into()).await.unwrap();
+    kv.put("b.1", "z".into()).await.unwrap();
+    kv.put("a.1", "x2".into()).await.unwrap();
+    async fn drain(w: &mut kv::Watch) -> Vec<(String, u64, u64, kv::Operation)> {
+        let mut seen = vec![];
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), w.next()).await {
+            let e = e.unwrap();
+            seen.push((e.key, e.revision, e.delta, e.operation));
+        }
+        seen
+    }
+    use kv::Operation::{Delete, Put};
+    // The latest value of each matching key, with what is left to catch up (delta).
+    let mut w = kv.watch_with_history("a.*").await.unwrap();
+    assert_eq!(
+        drain(&mut w).await,
+        [("a.2".into(), 2, 1, Put), ("a.1".into(), 4, 0, Put)]
+    );
+    let mut w = kv.watch_all_from_revision(2).await.unwrap();
+    assert_eq!(
+        drain(&mut w).await,
+        [
+            ("a.2".into(), 2, 2, Put),
+            ("b.1".into(), 3, 1, Put),
+            ("a.1".into(), 4, 0, Put)
+        ]
+    );
+    let mut w = kv.watch("a.1").await.unwrap();
+    kv.delete("a.1").await.unwrap();
+    kv.put("a.1", "x3".into()).await.unwrap();
+    assert_eq!(
+        drain(&mut w).await,
+        [("a.1".into(), 5, 0, Delete), ("a.1".into(), 6, 0, Put)]
+    );
+    // history and keys read through short-lived push consumers: they answer at once.
+    let t0 = Instant::now();
+    let h: Vec<(u64, kv::Operation)> = kv
+        .history("a.1")
+        .await
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.revision, e.operation)
+        })
+        .collect()
+        .await;
+    assert_eq!(h, [(4, Put), (5, Delete), (6, Put)]);
+    let mut keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    keys.sort();
+    assert_eq!(keys, ["a.1", "a.2", "b.1"]);
+    assert!(
+        t0.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -25,6 +25,11 @@ use crate::StoredMsg;
 pub(crate) const FC_BYTES: u64 = 512 * 1024;
 /// How often a push consumer re-checks its deliver subject's interest without being told.
 const INTEREST_POLL: Duration = Duration::from_millis(250);
+/// Right after a push consumer is created, clients subscribe to its deliver subject (async-nats
+/// ordered consumers, KV watchers, history, keys): until [`FAST_POLL_FOR`] has passed, interest
+/// is looked for this often, so the first deliveries do not wait for [`INTEREST_POLL`].
+const FAST_POLL: Duration = Duration::from_millis(5);
+const FAST_POLL_FOR: Duration = Duration::from_secs(2);
 
 struct Pend {
     cseq: u64,
@@ -89,6 +94,8 @@ pub(crate) struct Inner {
     replay: Option<(Instant, i64)>,
     replay_at: Option<Instant>,
     inactive_since: Option<Instant>,
+    /// Until when a push consumer without interest polls for it at [`FAST_POLL`].
+    fast_poll_until: Instant,
     log: StateLog,
     pub deleted: bool,
 }
@@ -184,6 +191,7 @@ impl Consumer {
             replay: None,
             replay_at: None,
             inactive_since: None,
+            fast_poll_until: now + FAST_POLL_FOR,
             log,
             deleted: false,
             config,
@@ -721,7 +729,12 @@ impl Consumer {
         next.extend(m.waiting.iter().filter_map(|w| w.next_hb));
         next.extend(m.replay_at);
         if m.config.is_push() {
-            next.push(now + INTEREST_POLL);
+            let poll = if !m.interest && now < m.fast_poll_until {
+                FAST_POLL
+            } else {
+                INTEREST_POLL
+            };
+            next.push(now + poll);
             if m.config.idle_heartbeat > 0 {
                 next.push(m.last_push + Duration::from_nanos(m.config.idle_heartbeat as u64));
             }
