@@ -319,7 +319,11 @@ fn view(api: &mut Api, args: &ViewArgs) -> Result<(), String> {
     let last = info["state"]["last_seq"].as_u64().unwrap_or(0);
     let mut next = args.start.max(1);
     let total = last.saturating_sub(next - 1);
-    let total = if args.count > 0 { total.min(args.count) } else { total };
+    let total = if args.count > 0 {
+        total.min(args.count)
+    } else {
+        total
+    };
     // On a terminal, a bar on standard error for long views (the messages go to standard
     // output); hidden when standard error is not a terminal.
     let bar = if total >= PROGRESS_FROM {
@@ -328,8 +332,10 @@ fn view(api: &mut Api, args: &ViewArgs) -> Result<(), String> {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec} ({eta} left)")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} messages, {per_sec} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let mut shown = 0;
