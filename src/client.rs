@@ -323,6 +323,35 @@ pub fn deliver_to(
     delivered
 }
 
+/// Routes a batch of server-originated messages, each to the subscribers of its destination
+/// while showing its own subject (see [`deliver_to`]): one routing lookup per run of equal
+/// destinations and one wake per receiving connection at the end (a consumer's pass).
+pub fn deliver_batch(server: &ServerState, account: &Arc<Account>, msgs: &[(&[u8], Message<'_>)]) {
+    let mut to_wake = Vec::new();
+    let mut stall_on = None;
+    let mut last: Option<(&[u8], _)> = None;
+    for (to, msg) in msgs {
+        if last.as_ref().is_none_or(|(t, _)| t != to) {
+            last = Some((*to, account.sublist.lookup(to)));
+        }
+        let Some((_, matches)) = &last else { continue };
+        let mut out = Deliveries {
+            server,
+            account,
+            hops: 0,
+            publisher: 0,
+            echo: true,
+            to_wake: &mut to_wake,
+            stall_on: &mut stall_on,
+            delivered: false,
+        };
+        out.deliver_all(&matches.matches, msg);
+    }
+    for client in to_wake {
+        client.wake();
+    }
+}
+
 /// Routes several server-originated messages, waking each receiving connection once at the
 /// end (so a batch of stream acks for one client leaves in one write); how many were taken.
 pub fn publish_messages(

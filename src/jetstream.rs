@@ -572,6 +572,40 @@ impl natter_streams::consumer::Outbox for CoreOutbox {
         };
         crate::client::deliver_to(&server, &account, to.as_bytes(), &msg);
     }
+
+    fn deliver_all(&self, msgs: &[natter_streams::consumer::Delivery<'_>]) {
+        let (Some(server), Some(account)) = (self.server.upgrade(), self.account.upgrade()) else {
+            return;
+        };
+        // Header blocks and bodies are contiguous in a routed message: join those with both.
+        let joined: Vec<Option<Vec<u8>>> = msgs
+            .iter()
+            .map(|d| {
+                d.headers
+                    .filter(|h| !h.is_empty())
+                    .map(|h| [h, d.payload].concat())
+            })
+            .collect();
+        let batch: Vec<(&[u8], Message<'_>)> = msgs
+            .iter()
+            .zip(&joined)
+            .map(|(d, j)| {
+                let (header_len, payload) = match (d.headers, j) {
+                    (Some(h), Some(all)) => (h.len(), &all[..]),
+                    _ => (0, d.payload),
+                };
+                let subject = d.subject.unwrap_or(d.to);
+                let msg = Message {
+                    subject: subject.as_bytes(),
+                    reply: d.reply.filter(|r| !r.is_empty()).map(str::as_bytes),
+                    header_len,
+                    payload,
+                };
+                (d.to.as_bytes(), msg)
+            })
+            .collect();
+        crate::client::deliver_batch(&server, &account, &batch);
+    }
 }
 
 /// Answers `$JS.API` requests in an account without JetStream, as nats-server does.

@@ -23,6 +23,10 @@ use crate::StoredMsg;
 /// Push flow control: a `100 FlowControl Request` goes out once this many bytes are
 /// unconfirmed, and delivery stops at twice as many until the client answers.
 pub(crate) const FC_BYTES: u64 = 512 * 1024;
+/// Most messages one delivery pass hands out before yielding to the connection (see `pump`).
+const PUMP_MSGS: u32 = 256;
+/// Most bytes one delivery pass hands out before yielding.
+const PUMP_BYTES: u64 = 1 << 20;
 /// How often a push consumer re-checks its deliver subject's interest without being told.
 const INTEREST_POLL: Duration = Duration::from_millis(250);
 /// Right after a push consumer is created, clients subscribe to its deliver subject (async-nats
@@ -246,21 +250,20 @@ impl Consumer {
     }
 
     fn send(&self, outs: Vec<Out>) {
-        for o in outs {
-            match &o.subject {
-                Some(s) => self.outbox.deliver(
-                    &o.to,
-                    s,
-                    o.reply.as_deref().unwrap_or(""),
-                    o.headers.as_deref(),
-                    &o.payload,
-                ),
-                None => {
-                    self.outbox
-                        .send(&o.to, o.reply.as_deref(), o.headers.as_deref(), &o.payload)
-                }
-            }
+        if outs.is_empty() {
+            return;
         }
+        let batch: Vec<super::Delivery<'_>> = outs
+            .iter()
+            .map(|o| super::Delivery {
+                to: &o.to,
+                subject: o.subject.as_deref(),
+                reply: o.reply.as_deref(),
+                headers: o.headers.as_deref(),
+                payload: &o.payload,
+            })
+            .collect();
+        self.outbox.deliver_all(&batch);
     }
 
     /// Writes the log, then publishes: nothing goes out before the state recording it is
@@ -753,6 +756,10 @@ impl Consumer {
     /// The delivery loop: while there is somewhere to deliver and something to deliver.
     fn pump(&self, m: &mut Inner, now: Instant) -> Vec<Out> {
         let mut outs = Vec::new();
+        // Bytes handed out by this call: past PUMP_BYTES (or PUMP_MSGS messages) it stops and
+        // asks the driver to come back, so a large backlog goes out in bounded pieces (the
+        // connection's buffer drains between them) instead of all at once from memory.
+        let mut budget = (PUMP_MSGS, PUMP_BYTES);
         if m.deleted || m.config.pause_until_nanos() > now_nanos() {
             return outs;
         }
@@ -762,6 +769,10 @@ impl Consumer {
         }
         let acking = m.config.ack_policy != AckPolicy::None;
         loop {
+            if budget.0 == 0 || budget.1 == 0 {
+                self.wake.notify_one();
+                break;
+            }
             // Somewhere to deliver.
             if push {
                 if !m.interest || (m.config.flow_control && m.fc_bytes >= 2 * FC_BYTES) {
@@ -888,6 +899,7 @@ impl Consumer {
             } else {
                 m.update_floor();
             }
+            budget = (budget.0 - 1, budget.1.saturating_sub(size));
             outs.push(Out {
                 to,
                 subject: Some(msg.subject.clone()),

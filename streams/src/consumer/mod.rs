@@ -72,6 +72,32 @@ pub trait Outbox: Send + Sync {
         let _ = subject;
         self.send(to, Some(reply), headers, payload)
     }
+    /// One pass of a consumer's output, in order: deliveries (`subject` set) and statuses
+    /// (`subject` `None`: shown on `to`). The default sends them one by one; a server can route
+    /// a pass together (one lookup per destination, one wake per connection).
+    fn deliver_all(&self, msgs: &[Delivery<'_>]) {
+        for d in msgs {
+            match d.subject {
+                Some(s) => self.deliver(d.to, s, d.reply.unwrap_or(""), d.headers, d.payload),
+                None => self.send(d.to, d.reply, d.headers, d.payload),
+            }
+        }
+    }
+}
+
+/// One message of a consumer's output (see [`Outbox::deliver_all`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// Where it is routed: the deliver subject or the pull request's inbox.
+    pub to: &'a str,
+    /// The subject subscribers see: the stored message's own; `None` for a status (`to`).
+    pub subject: Option<&'a str>,
+    /// Its reply subject (the `$JS.ACK...` subject of a delivery).
+    pub reply: Option<&'a str>,
+    /// Its `NATS/1.0` header block, if any.
+    pub headers: Option<&'a [u8]>,
+    /// Its body.
+    pub payload: &'a [u8],
 }
 
 /// A random alphanumeric id (ephemeral names, advisory ids, flow control subjects).
@@ -234,6 +260,9 @@ impl Consumers {
                     }
                     Tick::At(at) => {
                         let _ = tokio::time::timeout_at(at, notified).await;
+                        // A pass that stopped at its budget woke us at once: let the
+                        // connections drain what it handed out before the next.
+                        tokio::task::yield_now().await;
                     }
                 }
             }
