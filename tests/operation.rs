@@ -82,8 +82,11 @@ fn lame_duck_tells_clients_and_refuses_new_ones() {
         );
     }
     if is_natter() {
-        // One client: closed as soon as the grace period is over.
+        // One client: closed as soon as the grace period is over; drained, the server exits.
         c.expect_closed();
+        let mut server = server;
+        let status = server.wait_exit(Duration::from_secs(5));
+        assert!(status.is_some_and(|s| s.success()), "exited after draining: {status:?}");
     }
 }
 
