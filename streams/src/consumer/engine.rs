@@ -760,6 +760,7 @@ impl Consumer {
         // asks the driver to come back, so a large backlog goes out in bounded pieces (the
         // connection's buffer drains between them) instead of all at once from memory.
         let mut budget = (PUMP_MSGS, PUMP_BYTES);
+        let mut moved = false;
         if m.deleted || m.config.pause_until_nanos() > now_nanos() {
             return outs;
         }
@@ -882,7 +883,13 @@ impl Consumer {
                     m.next_seq = seq + 1;
                 }
             }
-            m.log.delivered(seq, cseq, dc, wall);
+            if acking {
+                m.log.delivered(seq, cseq, dc, wall);
+            } else {
+                // Nothing is pending without acks: the position, logged once per pass below,
+                // is all a restart needs.
+                moved = true;
+            }
             if acking {
                 let delay = m.config.redelivery_delay(dc);
                 m.unschedule(seq);
@@ -939,6 +946,10 @@ impl Consumer {
                     m.waiting.pop_front();
                 }
             }
+        }
+        if moved {
+            let (s, c) = (m.delivered_s, m.delivered_c);
+            m.log.position(s, c);
         }
         Self::end_one_shots(m, &mut outs);
         outs
