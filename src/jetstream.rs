@@ -267,6 +267,20 @@ impl Bridge {
         }
     }
 
+    /// A `CONSUMER.MSG.NEXT` request, served at once: the consumer answers through the outbox;
+    /// a reply comes back only for a request nobody can serve (no such consumer: 503).
+    fn pull(&self, subject: &[u8], reply: Option<&[u8]>, body: &[u8]) {
+        let subject = String::from_utf8_lossy(subject);
+        let to = reply.map(String::from_utf8_lossy);
+        let Some(answer) = self.js.request(&subject, to.as_deref(), body) else {
+            return;
+        };
+        let (Some(to), Some(answer)) = (reply, answer.now_or_never()) else {
+            return;
+        };
+        self.respond(to, &subject, answer);
+    }
+
     /// Queues an API request for the JetStream thread; never blocks the requester.
     fn submit(&self, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
         let size = (subject.len() + payload.len()) as u64;
@@ -471,9 +485,17 @@ struct ApiInbox(Weak<Bridge>);
 
 impl Sink for ApiInbox {
     fn deliver(&self, subject: &[u8], reply: Option<&[u8]>, header_len: usize, payload: &[u8]) {
-        if let Some(bridge) = self.0.upgrade() {
-            // The API reads the request body; headers on a request carry nothing it uses.
-            bridge.submit(subject, reply, &payload[header_len..]);
+        let Some(bridge) = self.0.upgrade() else {
+            return;
+        };
+        // The API reads the request body; headers on a request carry nothing it uses.
+        let body = &payload[header_len..];
+        if subject.starts_with(b"$JS.API.CONSUMER.MSG.NEXT.") {
+            // A pull request touches no files: served on the requester's task, as acks are,
+            // rather than waiting in line behind stream creations on the API thread.
+            bridge.pull(subject, reply, body);
+        } else {
+            bridge.submit(subject, reply, body);
         }
     }
 }
