@@ -290,7 +290,18 @@ pub(crate) fn publish_internal(
 /// Routes a message that no connection published (server events, stream acks and
 /// deliveries) to `account`'s subscribers; false if nobody took it.
 pub fn publish_message(server: &ServerState, account: &Arc<Account>, msg: &Message<'_>) -> bool {
-    publish_messages(server, account, std::slice::from_ref(msg)) > 0
+    deliver_batch(server, account, &[(msg.subject, *msg)]) > 0
+}
+
+/// Routes several server-originated messages to the subscribers of their own subjects (see
+/// [`deliver_batch`]); how many were taken.
+pub fn publish_messages(
+    server: &ServerState,
+    account: &Arc<Account>,
+    msgs: &[Message<'_>],
+) -> usize {
+    let routed: Vec<(&[u8], Message<'_>)> = msgs.iter().map(|m| (m.subject, *m)).collect();
+    deliver_batch(server, account, &routed)
 }
 
 /// Routes a server-originated message to the subscribers of `to` while it shows its own subject
@@ -302,68 +313,27 @@ pub fn deliver_to(
     to: &[u8],
     msg: &Message<'_>,
 ) -> bool {
-    let matches = account.sublist.lookup(to);
-    let mut to_wake = Vec::new();
-    let mut stall_on = None;
-    let mut out = Deliveries {
-        server,
-        account,
-        hops: 0,
-        publisher: 0,
-        echo: true,
-        to_wake: &mut to_wake,
-        stall_on: &mut stall_on,
-        delivered: false,
-    };
-    out.deliver_all(&matches.matches, msg);
-    let delivered = out.delivered;
-    for client in to_wake {
-        client.wake();
-    }
-    delivered
+    deliver_batch(server, account, &[(to, *msg)]) > 0
 }
 
 /// Routes a batch of server-originated messages, each to the subscribers of its destination
-/// while showing its own subject (see [`deliver_to`]): one routing lookup per run of equal
-/// destinations and one wake per receiving connection at the end (a consumer's pass).
-pub fn deliver_batch(server: &ServerState, account: &Arc<Account>, msgs: &[(&[u8], Message<'_>)]) {
+/// while showing its own subject: one routing lookup per run of equal destinations, and one
+/// wake per receiving connection at the end (so a group commit's acks or a consumer's pass
+/// leave in one write per client). How many messages someone took.
+pub fn deliver_batch(
+    server: &ServerState,
+    account: &Arc<Account>,
+    msgs: &[(&[u8], Message<'_>)],
+) -> usize {
     let mut to_wake = Vec::new();
     let mut stall_on = None;
+    let mut taken = 0;
     let mut last: Option<(&[u8], _)> = None;
     for (to, msg) in msgs {
         if last.as_ref().is_none_or(|(t, _)| t != to) {
             last = Some((*to, account.sublist.lookup(to)));
         }
         let Some((_, matches)) = &last else { continue };
-        let mut out = Deliveries {
-            server,
-            account,
-            hops: 0,
-            publisher: 0,
-            echo: true,
-            to_wake: &mut to_wake,
-            stall_on: &mut stall_on,
-            delivered: false,
-        };
-        out.deliver_all(&matches.matches, msg);
-    }
-    for client in to_wake {
-        client.wake();
-    }
-}
-
-/// Routes several server-originated messages, waking each receiving connection once at the
-/// end (so a batch of stream acks for one client leaves in one write); how many were taken.
-pub fn publish_messages(
-    server: &ServerState,
-    account: &Arc<Account>,
-    msgs: &[Message<'_>],
-) -> usize {
-    let mut to_wake = Vec::new();
-    let mut stall_on = None;
-    let mut taken = 0;
-    for msg in msgs {
-        let matches = account.sublist.lookup(msg.subject);
         let mut out = Deliveries {
             server,
             account,

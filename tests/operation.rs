@@ -86,7 +86,10 @@ fn lame_duck_tells_clients_and_refuses_new_ones() {
         c.expect_closed();
         let mut server = server;
         let status = server.wait_exit(Duration::from_secs(5));
-        assert!(status.is_some_and(|s| s.success()), "exited after draining: {status:?}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exited after draining: {status:?}"
+        );
     }
 }
 

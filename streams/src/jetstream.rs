@@ -204,7 +204,9 @@ fn ready<T: Send + 'static>(v: T) -> Pin<Box<dyn Future<Output = T> + Send>> {
 }
 
 /// Serializes a response: `{"type": ty, "error"?: .., ...body}`.
-fn resp<T: Serialize>(ty: &str, error: Option<&ApiError>, body: T) -> Vec<u8> {
+/// An API reply: `{"type":"io.nats.jetstream.api.v1.<ty>", "error"?, ...body}` (the
+/// consumers' handlers use it too).
+pub(crate) fn resp<T: Serialize>(ty: &str, error: Option<&ApiError>, body: T) -> Vec<u8> {
     #[derive(Serialize)]
     struct R<'a, T: Serialize> {
         #[serde(rename = "type")]

@@ -45,6 +45,7 @@ pub use source::{MsgSource, StoreSource};
 
 use crate::config::{Retention, StorageType};
 use crate::errors::ApiError;
+use crate::jetstream::resp;
 use crate::util::{self, now_nanos, rfc3339};
 use crate::{ApiReply, Pending};
 use config::err;
@@ -136,24 +137,6 @@ struct Registry {
 #[derive(Clone)]
 pub struct Consumers {
     r: Arc<Registry>,
-}
-
-fn resp<T: Serialize>(ty: &str, error: Option<&ApiError>, body: T) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct R<'a, T: Serialize> {
-        #[serde(rename = "type")]
-        ty: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a ApiError>,
-        #[serde(flatten)]
-        body: T,
-    }
-    serde_json::to_vec(&R {
-        ty: format!("io.nats.jetstream.api.v1.{ty}"),
-        error,
-        body,
-    })
-    .expect("serializable")
 }
 
 fn err_json(ty: &str, e: &ApiError) -> Option<ApiReply> {
