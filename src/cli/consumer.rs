@@ -154,22 +154,7 @@ pub fn run(opts: &ConnectOptions, command: &ConsumerCommand) -> Result<(), Strin
 }
 
 fn ls(api: &mut Api, args: &LsArgs) -> Result<(), String> {
-    let mut all = Vec::new();
-    loop {
-        let page = api.call(
-            &format!("CONSUMER.LIST.{}", args.stream),
-            &json!({"offset": all.len()}),
-        )?;
-        let got = page["consumers"].as_array().cloned().unwrap_or_default();
-        let total = page["total"].as_u64().unwrap_or(0) as usize;
-        if got.is_empty() {
-            break;
-        }
-        all.extend(got);
-        if all.len() >= total {
-            break;
-        }
-    }
+    let all = api.list_all(&format!("CONSUMER.LIST.{}", args.stream), "consumers")?;
     if args.json {
         return print_json(&Value::Array(all));
     }

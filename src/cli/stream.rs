@@ -230,22 +230,29 @@ impl Api {
         }
         Ok(value)
     }
+
+    /// Every page of a paged list API (`STREAM.LIST`, `CONSUMER.LIST.<stream>`): the items
+    /// under `key`.
+    pub(super) fn list_all(&mut self, api: &str, key: &str) -> Result<Vec<Value>, String> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.call(api, &json!({"offset": all.len()}))?;
+            let got = page[key].as_array().cloned().unwrap_or_default();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            if got.is_empty() {
+                break;
+            }
+            all.extend(got);
+            if all.len() >= total {
+                break;
+            }
+        }
+        Ok(all)
+    }
 }
 
 fn ls(api: &mut Api, args: &LsArgs) -> Result<(), String> {
-    let mut streams = Vec::new();
-    loop {
-        let page = api.call("STREAM.LIST", &json!({"offset": streams.len()}))?;
-        let got = page["streams"].as_array().cloned().unwrap_or_default();
-        let total = page["total"].as_u64().unwrap_or(0) as usize;
-        if got.is_empty() {
-            break;
-        }
-        streams.extend(got);
-        if streams.len() >= total {
-            break;
-        }
-    }
+    let streams = api.list_all("STREAM.LIST", "streams")?;
     if args.json {
         return print_json(&Value::Array(streams));
     }
