@@ -532,12 +532,15 @@ impl Sink for AckInbox {
         let Some(consumers) = bridge.js.consumers() else {
             return;
         };
-        let subject = String::from_utf8_lossy(subject);
+        // Subjects this server made are UTF-8; anything else names no consumer.
+        let Ok(subject) = std::str::from_utf8(subject) else {
+            return;
+        };
         if subject.starts_with("$JS.FC.") {
-            consumers.flow_control(&subject);
+            consumers.flow_control(subject);
         } else {
             let reply = reply.map(String::from_utf8_lossy);
-            consumers.ack(&subject, reply.as_deref(), &payload[header_len..]);
+            consumers.ack(subject, reply.as_deref(), &payload[header_len..]);
         }
     }
 }

@@ -23,6 +23,12 @@ type SubjectMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 /// cycles through endless distinct subjects.
 const CACHE_MAX: usize = 1024;
 
+/// Subjects each published once (every JetStream ack has its own): caching their results would
+/// only evict useful entries, so they are matched afresh and not remembered.
+fn used_once(subject: &[u8]) -> bool {
+    subject.starts_with(b"$JS.ACK.")
+}
+
 /// A subject trie of `Arc<T>` subscriptions.
 pub struct Sublist<T> {
     root: RwLock<Level<T>>,
@@ -341,6 +347,17 @@ impl<T> Sublist<T> {
         found
     }
 
+    /// [`Sublist::lookup`] for a subject not worth caching: the result is already stale
+    /// (no cache may reuse it).
+    fn lookup_once(&self, subject: &[u8]) -> Arc<Cached<T>> {
+        let root = self.root.read().unwrap_or_else(|e| e.into_inner());
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Cached {
+            matches: collect(&root, subject),
+            valid: AtomicBool::new(false),
+        })
+    }
+
     /// Counters for monitoring.
     pub fn stats(&self) -> SublistStats {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -467,6 +484,10 @@ impl<T> MatchCache<T> {
     pub fn get(&mut self, list: &Sublist<T>, subject: &[u8]) -> &Matches<T> {
         let repeat =
             self.last_subject == subject && self.last.as_ref().is_some_and(|c| c.is_valid());
+        if !repeat && used_once(subject) {
+            self.last_subject.clear();
+            return &self.last.insert(list.lookup_once(subject)).matches;
+        }
         if !repeat {
             let found = match self.entries.get(subject) {
                 Some(c) if c.is_valid() => c.clone(),

@@ -40,6 +40,44 @@ async fn api(nc: &async_nats::Client, subject: &str, body: Value) -> Value {
     v
 }
 
+/// Creates the stream `CR` on `cr.>` and stores `n` messages (`m<i>` on `subject(i)`), then the
+/// durable consumer `w` with `config` added.
+async fn stream_and_consumer(
+    nc: &async_nats::Client,
+    n: u64,
+    subject: impl Fn(u64) -> String,
+    config: Value,
+) {
+    api(
+        nc,
+        "$JS.API.STREAM.CREATE.CR",
+        json!({"name": "CR", "subjects": ["cr.>"]}),
+    )
+    .await;
+    let js = async_nats::jetstream::new(nc.clone());
+    let mut acks = Vec::new();
+    for i in 1..=n {
+        acks.push(
+            js.publish(subject(i), format!("m{i}").into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        common::within("PubAck", std::future::IntoFuture::into_future(a))
+            .await
+            .unwrap();
+    }
+    let mut config = config;
+    config["durable_name"] = json!("w");
+    api(
+        nc,
+        "$JS.API.CONSUMER.CREATE.CR.w",
+        json!({"stream_name": "CR", "config": config}),
+    )
+    .await;
+}
+
 /// A pull request; the subscription its deliveries arrive on.
 async fn pull(nc: &async_nats::Client, req: Value) -> async_nats::Subscriber {
     let inbox = nc.new_inbox();
@@ -94,31 +132,11 @@ async fn sigkill_with_a_consumer_mid_flight_loses_no_ack_and_no_message() {
     {
         let server = js_server(&store);
         let nc = connect(&server).await;
-        api(
+        stream_and_consumer(
             &nc,
-            "$JS.API.STREAM.CREATE.CR",
-            json!({"name": "CR", "subjects": ["cr.>"]}),
-        )
-        .await;
-        let js = async_nats::jetstream::new(nc.clone());
-        let mut acks = Vec::new();
-        for i in 1..=TOTAL {
-            acks.push(
-                js.publish(format!("cr.{}", i % 7), format!("m{i}").into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for a in acks {
-            common::within("PubAck", std::future::IntoFuture::into_future(a))
-                .await
-                .unwrap();
-        }
-        api(
-            &nc,
-            "$JS.API.CONSUMER.CREATE.CR.w",
-            json!({"stream_name": "CR", "config": {"durable_name": "w", "ack_policy": "explicit",
-                   "ack_wait": 1000 * MS}}),
+            TOTAL,
+            |i| format!("cr.{}", i % 7),
+            json!({"ack_policy": "explicit", "ack_wait": 1000 * MS}),
         )
         .await;
         // 1..=200 delivered; two in three acked (confirmed), the rest left pending.
@@ -203,27 +221,11 @@ async fn sigkill_keeps_an_ack_all_floor_and_redelivers_above_it() {
     {
         let server = js_server(&store);
         let nc = connect(&server).await;
-        api(
+        stream_and_consumer(
             &nc,
-            "$JS.API.STREAM.CREATE.CR",
-            json!({"name": "CR", "subjects": ["cr.>"]}),
-        )
-        .await;
-        let js = async_nats::jetstream::new(nc.clone());
-        let mut acks = Vec::new();
-        for i in 1..=100 {
-            acks.push(js.publish("cr.x", format!("m{i}").into()).await.unwrap());
-        }
-        for a in acks {
-            common::within("PubAck", std::future::IntoFuture::into_future(a))
-                .await
-                .unwrap();
-        }
-        api(
-            &nc,
-            "$JS.API.CONSUMER.CREATE.CR.w",
-            json!({"stream_name": "CR", "config": {"durable_name": "w", "ack_policy": "all",
-                   "ack_wait": 500 * MS}}),
+            100,
+            |_| "cr.x".into(),
+            json!({"ack_policy": "all", "ack_wait": 500 * MS}),
         )
         .await;
         let mut sub = pull(&nc, json!({"batch": 80, "expires": 5000 * MS})).await;
@@ -251,5 +253,40 @@ async fn sigkill_keeps_an_ack_all_floor_and_redelivers_above_it() {
         assert_eq!(dc > 1, seq <= 80, "delivery count {dc} of {seq}");
     }
     assert_eq!(got, (51..=100).collect::<BTreeSet<u64>>());
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// Plain acks (no reply, nothing confirms them) are written right after they are read, a
+/// burst at a time: once the server has read them, a SIGKILL does not bring them back.
+#[tokio::test]
+async fn sigkill_after_plain_acks_were_read_keeps_them() {
+    let store = temp_dir();
+    {
+        let server = js_server(&store);
+        let nc = connect(&server).await;
+        stream_and_consumer(
+            &nc,
+            60,
+            |_| "cr.x".into(),
+            json!({"ack_policy": "explicit", "ack_wait": 30_000 * MS}),
+        )
+        .await;
+        let mut sub = pull(&nc, json!({"batch": 60, "expires": 5000 * MS})).await;
+        for m in &take(&mut sub, 60).await[..50] {
+            nc.publish(m.reply.clone().unwrap(), Bytes::from_static(b"+ACK"))
+                .await
+                .unwrap();
+        }
+        // The PONG comes after the server has read every ack before the PING.
+        nc.flush().await.unwrap();
+        let grace = if common::is_natter() { 50 } else { 500 };
+        tokio::time::sleep(Duration::from_millis(grace)).await;
+        drop(server); // SIGKILL
+    }
+    let server = js_server(&store);
+    let nc = connect(&server).await;
+    let info = api(&nc, "$JS.API.CONSUMER.INFO.CR.w", Value::Null).await;
+    assert_eq!(info["ack_floor"]["stream_seq"], 50, "{info}");
+    assert_eq!(info["num_ack_pending"], 10, "{info}");
     let _ = std::fs::remove_dir_all(&store);
 }

@@ -7,7 +7,8 @@
 //! failed). Every run gets a fresh server process; rounds alternate the servers. Run it with
 //! `make bench`, or `cargo bench --bench side_by_side -- --natter PATH --nats-server PATH
 //! [--nats-server-old PATH] [--rounds 3] [--scale 1.0] [--only pub_16b,reqreply] [--flood]`
-//! (`--flood` turns off the publishers' flow control, see `client::Window`).
+//! (`--flood` turns off the publishers' flow control, see `client::Window`;
+//! `BENCH_PERF=/tmp/prof` in the environment profiles each server under load with perf).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it checks its own byte accounting
 //! and frame parsing, then runs each JetStream scenario once with a few dozen or hundred
 //! messages (the debug natter, and nats-server when found), in a few seconds.

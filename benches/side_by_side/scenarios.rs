@@ -204,8 +204,30 @@ pub fn run(scenario: &Scenario, binary: &Binary) -> Result<Sample> {
     result.map_err(|e| format!("{e}\n  server log (last lines):\n{}", server.stderr_tail()).into())
 }
 
+/// With `BENCH_PERF=<prefix>` in the environment, each server is profiled while the load runs:
+/// `perf record` (DWARF call graphs) attached to it writes `<prefix>.<server pid>`. A tool for
+/// finding where time goes; the numbers of such a run are not comparable.
+fn profile(server: &Server, prefix: std::ffi::OsString) -> std::process::Child {
+    let mut out = prefix;
+    out.push(format!(".{}", server.pid()));
+    let perf = std::process::Command::new("perf")
+        .args(["record", "-F", "2000", "--call-graph", "dwarf,16384", "-p"])
+        .arg(server.pid().to_string())
+        .arg("-o")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("BENCH_PERF needs perf on the PATH");
+    // perf needs a moment to attach before the load starts.
+    std::thread::sleep(Duration::from_millis(300));
+    perf
+}
+
 /// CPU readings taken when the load starts; [`Meter::finish`] turns them into a [`Sample`].
 pub struct Meter {
+    /// `perf record` attached to the server (see [`profile`]).
+    perf: Option<std::process::Child>,
     server_cpu: f64,
     gen_cpu: f64,
     machine: f64,
@@ -213,7 +235,9 @@ pub struct Meter {
 
 impl Meter {
     pub fn start(server: &Server) -> Result<Meter> {
+        let perf = std::env::var_os("BENCH_PERF").map(|prefix| profile(server, prefix));
         Ok(Meter {
+            perf,
             server_cpu: server.cpu_secs()?,
             gen_cpu: cpu_secs("/proc/self/stat")?,
             machine: machine_busy_secs()?,
@@ -229,6 +253,12 @@ impl Meter {
         payload: usize,
         elapsed: Duration,
     ) -> Result<Sample> {
+        if let Some(mut perf) = self.perf {
+            // perf writes its file on SIGINT.
+            let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let _ = perf.wait();
+        }
         server.check_alive()?;
         let server_cpu = server.cpu_secs()? - self.server_cpu;
         let gen_cpu = cpu_secs("/proc/self/stat")? - self.gen_cpu;

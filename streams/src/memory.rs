@@ -176,6 +176,18 @@ impl MemoryStore {
             .cloned())
     }
 
+    /// Up to `max` messages with sequence `>= start` matching `filter`, in order.
+    pub fn get_run(&self, start: u64, filter: Option<&str>, max: usize) -> Result<Vec<StoredMsg>> {
+        let m = self.lock();
+        Ok(m.msgs
+            .range(start..)
+            .map(|(_, v)| v)
+            .filter(|v| filter.is_none_or(|f| subject::matches(f, &v.subject)))
+            .take(max.max(1))
+            .cloned()
+            .collect())
+    }
+
     /// The newest message on `subject` (or matching it, with wildcards).
     pub fn last_for_subject(&self, subject: &str) -> Result<Option<StoredMsg>> {
         let m = self.lock();

@@ -45,6 +45,14 @@ impl Store {
     pub(crate) fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>> {
         delegate!(self, s => s.get_next(start, filter))
     }
+    pub(crate) fn get_run(
+        &self,
+        start: u64,
+        filter: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StoredMsg>> {
+        delegate!(self, s => s.get_run(start, filter, max))
+    }
     pub(crate) fn last_for_subject(&self, subj: &str) -> Result<Option<StoredMsg>> {
         delegate!(self, s => s.last_for_subject(subj))
     }

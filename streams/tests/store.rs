@@ -413,7 +413,48 @@ fn corrupt_record_in_middle_is_reported_and_never_served() {
     // Damage after open: reading it is an error, not data.
     fs.corrupt(path, rec * 2 + 40).unwrap();
     assert!(matches!(s.get(3), Err(Error::Corrupt { seq: 3, .. })));
+    // A run read at once checks every record it returns.
+    assert!(matches!(
+        s.get_run(1, None, 8),
+        Err(Error::Corrupt { seq: 3, .. })
+    ));
+    assert_eq!(s.get_run(4, None, 8).unwrap().len(), 5);
     assert_eq!(put(&s, "c", "more"), 11);
+}
+
+/// Every run is what message-by-message `get_next` reads, across deletions, filters and
+/// segment boundaries, and never empty while something is left.
+#[test]
+fn runs_read_what_get_next_reads() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, small());
+    for i in 0..200 {
+        put(&s, &format!("r.{}", i % 3), &"p".repeat(i % 17));
+    }
+    for q in [5, 6, 7, 40, 41, 199] {
+        assert!(s.delete(q).wait().unwrap());
+    }
+    for filter in [None, Some("r.1"), Some("r.*"), Some("nothing")] {
+        for max in [1, 7, 256] {
+            let mut expect = Vec::new();
+            let mut at = 1;
+            while let Some(m) = s.get_next(at, filter).unwrap() {
+                at = m.seq + 1;
+                expect.push((m.seq, m.subject, m.payload));
+            }
+            let mut got = Vec::new();
+            let mut at = 1;
+            loop {
+                let run = s.get_run(at, filter, max).unwrap();
+                assert!(run.len() <= max, "{filter:?} {max}");
+                let Some(last) = run.last() else { break };
+                at = last.seq + 1;
+                got.extend(run.into_iter().map(|m| (m.seq, m.subject, m.payload)));
+            }
+            assert_eq!(got, expect, "filter {filter:?}, runs of {max}");
+        }
+    }
+    assert!(blk_files(&fs).len() > 3, "the runs crossed segments");
 }
 
 #[test]

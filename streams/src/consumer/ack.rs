@@ -24,17 +24,42 @@ pub(crate) fn reply_subject(
     ts: i64,
     pending: u64,
 ) -> String {
-    format!("$JS.ACK.{stream}.{consumer}.{dc}.{sseq}.{cseq}.{ts}.{pending}")
+    // One exact-size allocation and no `fmt` machinery: this runs once per delivery.
+    let mut nums = [
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    ];
+    let [a, b, c] = &mut nums;
+    let (dc, sseq, cseq) = (a.format(dc), b.format(sseq), c.format(cseq));
+    let (mut d, mut e) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (ts, pending) = (d.format(ts), e.format(pending));
+    let parts = [stream, consumer, dc, sseq, cseq, ts, pending];
+    let mut out = String::with_capacity(8 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    out.push_str("$JS.ACK");
+    for p in parts {
+        out.push('.');
+        out.push_str(p);
+    }
+    out
 }
 
 /// Parses an ack subject: the 9-token form this server sends, or the 12-token form with a
 /// domain and account hash (`$JS.ACK.<domain>.<hash>.<stream>...<pending>.<token>`).
 pub(crate) fn parse_subject(subject: &str) -> Option<AckSubject<'_>> {
-    let t: Vec<&str> = subject.split('.').collect();
-    if t.len() < 9 || t[0] != "$JS" || t[1] != "ACK" {
+    // The first 12 tokens and the count, without allocating: this runs once per ack.
+    let mut t = [""; 12];
+    let mut n = 0;
+    for (i, tok) in subject.split('.').enumerate() {
+        if let Some(slot) = t.get_mut(i) {
+            *slot = tok;
+        }
+        n = i + 1;
+    }
+    if n < 9 || t[0] != "$JS" || t[1] != "ACK" {
         return None;
     }
-    let o = match t.len() {
+    let o = match n {
         9 => 2,
         n if n >= 12 => 4,
         _ => return None,

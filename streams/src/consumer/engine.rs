@@ -45,7 +45,7 @@ struct Pend {
 }
 
 struct Waiting {
-    reply: String,
+    reply: Arc<str>,
     batch: u64,
     /// Bytes left (0: no limit).
     max_bytes: u64,
@@ -62,11 +62,12 @@ struct Waiting {
 
 /// A message to publish once the state that produced it is written.
 pub(crate) struct Out {
-    to: String,
+    /// Shared, as a pass sends many messages to one place.
+    to: Arc<str>,
     /// The subject subscribers see (deliveries keep their original subject).
     subject: Option<String>,
     reply: Option<String>,
-    headers: Option<Vec<u8>>,
+    headers: Option<bytes::Bytes>,
     payload: bytes::Bytes,
 }
 
@@ -101,6 +102,8 @@ pub(crate) struct Inner {
     /// Until when a push consumer without interest polls for it at [`FAST_POLL`].
     fast_poll_until: Instant,
     log: StateLog,
+    /// The log holds acks that no commit has written yet; the task is woken to write them.
+    write_due: bool,
     pub deleted: bool,
 }
 
@@ -197,6 +200,7 @@ impl Consumer {
             inactive_since: None,
             fast_poll_until: now + FAST_POLL_FOR,
             log,
+            write_due: false,
             deleted: false,
             config,
         };
@@ -269,6 +273,7 @@ impl Consumer {
     /// Writes the log, then publishes: nothing goes out before the state recording it is
     /// written. Publishing happens under the consumer lock so deliveries stay in order.
     fn commit(&self, m: &mut Inner, outs: Vec<Out>) {
+        m.write_due = false;
         if let Err(e) = m.log.flush() {
             tracing::error!(stream = %self.stream.name(), consumer = %self.name, error = %e, "consumer state write failed");
         }
@@ -438,6 +443,17 @@ impl Consumer {
         !gone.is_empty()
     }
 
+    /// Server shutdown: writes what the log holds and stops the consumer (its state stays).
+    pub fn shut_down(&self) {
+        let mut m = self.lock();
+        if let Err(e) = m.log.flush() {
+            tracing::error!(stream = %self.stream.name(), consumer = %self.name, error = %e, "consumer state write failed");
+        }
+        m.deleted = true;
+        drop(m);
+        self.wake.notify_one();
+    }
+
     /// Stops the consumer; waiting pull requests get `409 Consumer Deleted`.
     pub fn stop(&self) {
         let mut m = self.lock();
@@ -500,7 +516,7 @@ impl Consumer {
         }
         m.inactive_since = None;
         m.waiting.push_back(Waiting {
-            reply: reply.to_string(),
+            reply: reply.into(),
             batch: req.batch,
             max_bytes: req.max_bytes,
             limited: req.max_bytes > 0,
@@ -512,7 +528,7 @@ impl Consumer {
         });
         let mut outs = self.pump(&mut m, now);
         if req.no_wait {
-            if let Some(i) = m.waiting.iter().rposition(|w| w.reply == reply) {
+            if let Some(i) = m.waiting.iter().rposition(|w| &*w.reply == reply) {
                 if req.expires.is_some() && m.waiting[i].delivered == 0 {
                     m.waiting[i].one_shot = true;
                 } else {
@@ -546,6 +562,7 @@ impl Consumer {
         let mut done = Vec::new();
         let mut outs = Vec::new();
         let mut next_req = None;
+        let nak = matches!(kind, AckKind::Nak(_));
         match kind {
             AckKind::Ack | AckKind::Term | AckKind::Next(_) => {
                 let term = kind == AckKind::Term;
@@ -608,12 +625,25 @@ impl Consumer {
                 outs.push(Out::status(r.to_string(), Vec::new()).without_headers());
             }
         }
-        self.commit(&mut m, outs);
+        // A plain ack with nothing to send stays in the log's buffer: the wake below has the
+        // consumer's task write it right after, in one write(2) with the rest of a burst (a
+        // client acks a batch in one packet). Nothing waits on it: a crash before that write
+        // is a crash before the ack was read, and the message comes back, as it would then.
+        // The task is woken once per burst to write it, and for a nak, whose redelivery may
+        // be due before the task's next timer.
+        let wake = nak || (outs.is_empty() && !m.write_due);
+        if outs.is_empty() {
+            m.write_due = true;
+        } else {
+            self.commit(&mut m, outs);
+        }
         drop(m);
         if let Some((r, body)) = next_req {
             self.pull(&r, &body);
         }
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         done
     }
 
@@ -769,6 +799,12 @@ impl Consumer {
             m.interest = self.outbox.has_interest(&m.config.deliver_subject);
         }
         let acking = m.config.ack_policy != AckPolicy::None;
+        let mut ahead = VecDeque::new();
+        let mut deliver: Option<Arc<str>> = None;
+        let mut listening: Option<Arc<str>> = None;
+        // One clock reading per pass (a pass takes microseconds), and none for a pass that
+        // delivers nothing (one runs after every ack).
+        let mut wall = 0;
         loop {
             if budget.0 == 0 || budget.1 == 0 {
                 self.wake.notify_one();
@@ -781,7 +817,11 @@ impl Consumer {
                 }
             } else {
                 while let Some(w) = m.waiting.front() {
-                    if self.outbox.has_interest(&w.reply) {
+                    // Checked once per request and pass, not per message.
+                    if listening.as_ref().is_some_and(|l| Arc::ptr_eq(l, &w.reply))
+                        || self.outbox.has_interest(&w.reply)
+                    {
+                        listening = Some(w.reply.clone());
                         break;
                     }
                     m.waiting.pop_front();
@@ -806,7 +846,15 @@ impl Consumer {
                 if acking && max_ack > 0 && m.pending.len() as i64 >= max_ack {
                     break;
                 }
-                let Some(msg) = self.next_new(m) else {
+                // As many as this pass can hand out, so a run read ahead is rarely wasted.
+                let mut want = budget.0 as usize;
+                if !push {
+                    want = want.min(m.waiting.iter().map(|w| w.batch as usize).sum());
+                }
+                if acking && max_ack > 0 {
+                    want = want.min((max_ack as usize).saturating_sub(m.pending.len()));
+                }
+                let Some(msg) = self.next_new(m, &mut ahead, want) else {
                     break;
                 };
                 if m.config.replay_policy == ReplayPolicy::Original {
@@ -842,12 +890,12 @@ impl Consumer {
             );
             let (headers, payload) = if m.config.headers_only {
                 (
-                    Some(add_header(&msg.headers, "Nats-Msg-Size", msg.payload.len())),
+                    Some(add_header(&msg.headers, "Nats-Msg-Size", msg.payload.len()).into()),
                     bytes::Bytes::new(),
                 )
             } else {
                 (
-                    (!msg.headers.is_empty()).then(|| msg.headers.to_vec()),
+                    (!msg.headers.is_empty()).then(|| msg.headers.clone()),
                     msg.payload.clone(),
                 )
             };
@@ -856,7 +904,9 @@ impl Consumer {
                 + headers.as_ref().map_or(0, |h| h.len())
                 + payload.len()) as u64;
             let to = if push {
-                m.config.deliver_subject.clone()
+                deliver
+                    .get_or_insert_with(|| m.config.deliver_subject.as_str().into())
+                    .clone()
             } else {
                 let w = m.waiting.front_mut().expect("checked");
                 if w.limited && size > w.max_bytes {
@@ -867,13 +917,17 @@ impl Consumer {
                     ));
                     if redelivery {
                         m.redeliver.insert(seq);
+                    } else if !m.lps.contains(&seq) {
+                        ahead.push_front(msg);
                     }
                     continue;
                 }
                 w.reply.clone()
             };
             // Deliver.
-            let wall = now_nanos();
+            if wall == 0 {
+                wall = now_nanos();
+            }
             m.delivered_c = cseq;
             m.last_delivery = wall;
             if !redelivery {
@@ -909,7 +963,7 @@ impl Consumer {
             budget = (budget.0 - 1, budget.1.saturating_sub(size));
             outs.push(Out {
                 to,
-                subject: Some(msg.subject.clone()),
+                subject: Some(msg.subject),
                 reply: Some(reply),
                 headers,
                 payload,
@@ -926,10 +980,10 @@ impl Consumer {
                             super::random_id(4)
                         );
                         outs.push(Out {
-                            to: m.config.deliver_subject.clone(),
+                            to: m.config.deliver_subject.as_str().into(),
                             subject: None,
                             reply: Some(subj.clone()),
-                            headers: Some(status("100 FlowControl Request", &[])),
+                            headers: Some(status("100 FlowControl Request", &[]).into()),
                             payload: bytes::Bytes::new(),
                         });
                         m.fc = Some((subj, m.fc_bytes));
@@ -971,23 +1025,41 @@ impl Consumer {
     }
 
     /// The next undelivered message for this consumer that the stream reported durable.
-    fn next_new(&self, m: &mut Inner) -> Option<StoredMsg> {
+    ///
+    /// `ahead` holds messages read ahead in this pass: every match from `next_seq` up to its
+    /// last entry, in order (a message taken but not delivered is put back at its front). It
+    /// is refilled with runs of up to `want` messages, read at once.
+    fn next_new(
+        &self,
+        m: &mut Inner,
+        ahead: &mut VecDeque<StoredMsg>,
+        want: usize,
+    ) -> Option<StoredMsg> {
         if let Some(&seq) = m.lps.first() {
             match self.stream.get(seq) {
                 Ok(Some(msg)) => return Some(msg),
                 _ => {
                     m.lps.remove(&seq);
                     m.num_pending = m.num_pending.saturating_sub(1);
-                    return self.next_new(m);
+                    return self.next_new(m, ahead, want);
                 }
             }
         }
         if m.next_seq > m.last_stored {
             return None;
         }
+        while ahead.front().is_some_and(|a| a.seq < m.next_seq) {
+            ahead.pop_front();
+        }
+        if let Some(msg) = ahead.pop_front() {
+            return (msg.seq <= m.last_stored).then_some(msg);
+        }
         let filters = m.config.filters();
-        let found = if filters.is_empty() {
-            self.stream.get_next(m.next_seq, None).ok().flatten()
+        let found = if filters.len() <= 1 {
+            let filter = filters.first().map(String::as_str);
+            let run = self.stream.get_run(m.next_seq, filter, want);
+            ahead.extend(run.ok().unwrap_or_default());
+            ahead.pop_front()
         } else {
             filters
                 .iter()
@@ -1072,12 +1144,12 @@ fn add_header(block: &[u8], name: &str, value: usize) -> Vec<u8> {
 }
 
 impl Out {
-    fn status(to: String, headers: Vec<u8>) -> Out {
+    fn status(to: impl Into<Arc<str>>, headers: Vec<u8>) -> Out {
         Out {
-            to,
+            to: to.into(),
             subject: None,
             reply: None,
-            headers: Some(headers),
+            headers: Some(headers.into()),
             payload: bytes::Bytes::new(),
         }
     }
@@ -1087,7 +1159,7 @@ impl Out {
     }
     fn advisory(to: String, body: serde_json::Value) -> Out {
         Out {
-            to,
+            to: to.into(),
             subject: None,
             reply: None,
             headers: None,

@@ -422,8 +422,7 @@ impl Consumers {
         let all: Vec<PerStream> = self.streams().drain().map(|(_, p)| p).collect();
         for p in all {
             for c in p.consumers.values() {
-                c.lock().deleted = true;
-                c.wake.notify_one();
+                c.shut_down();
             }
         }
     }

@@ -21,6 +21,12 @@ pub trait MsgSource: Send + Sync {
     fn dir(&self) -> PathBuf;
     /// The first message at or after `start` matching `filter`.
     fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>>;
+    /// Up to `max` messages from `start` on matching `filter`, in order (a run read at once
+    /// where the store can); empty only when [`MsgSource::get_next`] finds nothing.
+    fn get_run(&self, start: u64, filter: Option<&str>, max: usize) -> Result<Vec<StoredMsg>> {
+        let _ = max;
+        Ok(self.get_next(start, filter)?.into_iter().collect())
+    }
     /// Message `seq`.
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>>;
     /// The last message on a subject (wildcards allowed).
@@ -45,6 +51,9 @@ impl MsgSource for Stream {
     }
     fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>> {
         self.store.get_next(start, filter)
+    }
+    fn get_run(&self, start: u64, filter: Option<&str>, max: usize) -> Result<Vec<StoredMsg>> {
+        self.store.get_run(start, filter, max)
     }
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>> {
         self.store.get(seq)
@@ -137,6 +146,9 @@ impl MsgSource for StoreSource {
     }
     fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>> {
         on!(self, s => s.get_next(start, filter))
+    }
+    fn get_run(&self, start: u64, filter: Option<&str>, max: usize) -> Result<Vec<StoredMsg>> {
+        on!(self, s => s.get_run(start, filter, max))
     }
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>> {
         on!(self, s => s.get(seq))
