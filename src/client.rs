@@ -702,7 +702,10 @@ impl Connection {
                         Err(_) => return CloseReason::ReadError,
                     }
                     self.client.touch();
-                    let result = self.process(&mut buf);
+                    let result = {
+                        let _streams = crate::jetstream::Batch::open();
+                        self.process(&mut buf)
+                    };
                     self.end_batch();
                     if let Err(reason) = result {
                         return reason;

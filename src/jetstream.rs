@@ -19,6 +19,7 @@
 //! brought in line before the reply goes out, so a client that sees its stream created can
 //! publish to it at once.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -77,6 +78,63 @@ struct Job {
     reply: Option<Bytes>,
     payload: Bytes,
 }
+
+thread_local! {
+    /// The publishes to streams made on this thread while a [`Batch`] is open (`None` while
+    /// none is).
+    static BATCH: RefCell<Option<Vec<Flight>>> = const { RefCell::new(None) };
+}
+
+/// A connection's batch of operations (one read's worth): stream publishes made during it are
+/// written together when it ends (interval mode: by the publisher, one `pwrite` per stream;
+/// see [`natter_streams::DeferredWrites`]), and those done are acknowledged at once, in one
+/// routing pass, rather than by the acker. Batches nest; the outermost one settles.
+pub struct Batch {
+    writes: Option<natter_streams::DeferredWrites>,
+    outer: bool,
+}
+
+impl Batch {
+    /// Opens a batch on the current thread; it ends when dropped.
+    pub fn open() -> Batch {
+        let writes = Some(natter_streams::DeferredWrites::open());
+        let outer = BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.is_none() && {
+                *b = Some(Vec::new());
+                true
+            }
+        });
+        Batch { writes, outer }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // Written first, so that what can be acknowledged now is.
+        drop(self.writes.take());
+        if !self.outer {
+            return;
+        }
+        let mut flights = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        while let Some((bridge, first)) = flights.pop() {
+            // Grouped per bridge (an account's streams): usually all of them.
+            let mut mine = vec![first];
+            let mut i = 0;
+            while i < flights.len() {
+                if Arc::ptr_eq(&flights[i].0, &bridge) {
+                    mine.push(flights.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            bridge.settle(mine);
+        }
+    }
+}
+
+/// A publish awaiting its PubAck, and the bridge that answers it.
+type Flight = (Arc<Bridge>, InFlight);
 
 /// An append on its way to disk, and where its PubAck goes (`None`: nowhere, but it is awaited
 /// all the same, since completing it settles the stream's in-flight accounting).
@@ -239,9 +297,10 @@ impl Bridge {
     }
 
     /// Admits a publish to a stream on the publisher's task and leaves the wait for its
-    /// durability to the acker; never blocks the publisher.
+    /// durability to the end of the publisher's batch (see [`Batch`]) or the acker; never
+    /// blocks the publisher.
     fn publish(
-        &self,
+        self: &Arc<Self>,
         subject: &[u8],
         reply: Option<&[u8]>,
         header_len: usize,
@@ -262,8 +321,38 @@ impl Bridge {
             all.slice(header_len..),
         );
         let reply = reply.filter(|_| !no_ack).map(Bytes::copy_from_slice);
-        if self.acks.send(InFlight { ack, reply, size }).is_err() {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        let flight = InFlight { ack, reply, size };
+        let flight = BATCH.with(|b| match b.borrow_mut().as_mut() {
+            Some(batch) => {
+                batch.push((self.clone(), flight));
+                None
+            }
+            None => Some(flight),
+        });
+        if let Some(flight) = flight {
+            self.settle(vec![flight]);
+        }
+    }
+
+    /// Sends the PubAcks of those of `flights` that are done (in interval mode the publisher
+    /// has written them itself: no thread or acker to wait for) and leaves the rest to the
+    /// acker.
+    fn settle(&self, flights: Vec<InFlight>) {
+        let mut now = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut done = Vec::new();
+        for mut f in flights {
+            match f.ack.as_mut().poll(&mut now) {
+                std::task::Poll::Ready(ack) => done.push((ack, f.reply, f.size)),
+                std::task::Poll::Pending => {
+                    if let Err(gone) = self.acks.send(f) {
+                        // Shutting down: nothing will answer.
+                        self.settled(gone.0.size);
+                    }
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.send_acks(&done);
         }
     }
 

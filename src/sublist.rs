@@ -23,10 +23,12 @@ type SubjectMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 /// cycles through endless distinct subjects.
 const CACHE_MAX: usize = 1024;
 
-/// Subjects each published once (every JetStream ack has its own): caching their results would
-/// only evict useful entries, so they are matched afresh and not remembered.
+/// Subjects each published to once, as a rule: every JetStream ack has its own, and so has
+/// every reply to a request (clients make a reply subject per request under `_INBOX.`).
+/// Caching their results would only evict useful entries, so they are matched afresh and not
+/// remembered.
 fn used_once(subject: &[u8]) -> bool {
-    subject.starts_with(b"$JS.ACK.")
+    subject.starts_with(b"$JS.ACK.") || subject.starts_with(b"_INBOX.")
 }
 
 /// A subject trie of `Arc<T>` subscriptions.
@@ -316,6 +318,9 @@ impl<T> Sublist<T> {
 
     /// The shared, cached result for `subject`, computed and cached if missing or stale.
     pub fn lookup(&self, subject: &[u8]) -> Arc<Cached<T>> {
+        if used_once(subject) {
+            return self.lookup_once(subject);
+        }
         // The read lock is held until the result is cached, so a SUB/UNSUB (which needs the
         // write lock) cannot slip between computing it and caching it unseen.
         let root = self.root.read().unwrap_or_else(|e| e.into_inner());

@@ -247,13 +247,19 @@ fn pub_err(stream: &str, e: &ApiError) -> Vec<u8> {
     .expect("serializable")
 }
 
+/// The PubAck JSON, in one allocation: one is made per stored message.
 fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
-    let name = serde_json::to_string(stream).expect("string");
-    if duplicate {
-        format!("{{\"stream\":{name},\"seq\":{seq},\"duplicate\": true}}").into_bytes()
+    let mut out = Vec::with_capacity(stream.len() + 64);
+    out.extend_from_slice(b"{\"stream\":");
+    serde_json::to_writer(&mut out, stream).expect("a string serializes");
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(if duplicate {
+        b",\"duplicate\": true}"
     } else {
-        format!("{{\"stream\":{name},\"seq\":{seq}}}").into_bytes()
-    }
+        b"}"
+    });
+    out
 }
 
 fn parse_req<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result<T, ApiError> {
@@ -1300,4 +1306,20 @@ impl JetStream {
 fn is_error(body: &[u8]) -> bool {
     // Every error reply has `"error":{` right after the type.
     body.windows(9).take(80).any(|w| w == b"\"error\":{")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pub_ack;
+
+    #[test]
+    fn pub_acks_are_the_json_clients_parse() {
+        let v: serde_json::Value = serde_json::from_slice(&pub_ack("ORDERS", 42, false)).unwrap();
+        assert_eq!(v, serde_json::json!({"stream": "ORDERS", "seq": 42}));
+        let v: serde_json::Value = serde_json::from_slice(&pub_ack("a\"b", 7, true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"stream": "a\"b", "seq": 7, "duplicate": true})
+        );
+    }
 }

@@ -7,7 +7,8 @@
 //!   message bodies in RAM), tombstone files for deletes, whole-segment retention, compaction,
 //!   crash recovery, and **group commit**: one writer thread batches every pending append into one
 //!   write and one `fdatasync`, and acknowledges each append only after that (with
-//!   [`SyncPolicy::Always`], the default).
+//!   [`SyncPolicy::Always`], the default). With [`SyncPolicy::Interval`] appenders write their
+//!   own appends (batched by [`DeferredWrites`]) and the thread only syncs on the interval.
 //! * [`MemoryStore`]: the same API, in memory (`storage: memory`).
 //! * [`fs`]: the file-system seam, with [`fs::SimFs`], a power-loss simulator for tests.
 //!
@@ -38,7 +39,7 @@ pub use config::{StreamConfig, StreamInfo, StreamState};
 pub use errors::ApiError;
 pub use jetstream::{ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture, Route};
 pub use memory::MemoryStore;
-pub use store::{FileStore, FileStoreConfig};
+pub use store::{DeferredWrites, FileStore, FileStoreConfig};
 
 /// Store errors. Cloneable so one failed group commit can fail every append in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! The file store: segments, index, group-commit writer, recovery.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +22,10 @@ use crate::{
 
 /// Upper bound of one group commit's encoded bytes; more pending appends wait for the next one.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// How long the writer thread looks for more work before it sleeps: publishers with many
+/// appends in flight send the next ones within microseconds, and looking again spares them and
+/// it a futex wake per batch.
+const SPIN: Duration = Duration::from_micros(50);
 /// A sealed segment is rewritten once at least this share of its bytes is deleted...
 const COMPACT_GARBAGE_RATIO: f64 = 0.5;
 /// ...and at least this many bytes would be reclaimed.
@@ -382,14 +389,7 @@ fn plan_subjects(
 // The public handle.
 
 enum Op {
-    Append {
-        seq: u64,
-        subject: String,
-        headers: Bytes,
-        payload: Bytes,
-        ts: i64,
-        done: oneshot::Sender<Result<u64>>,
-    },
+    Append(AppendOp),
     Delete {
         seq: u64,
         done: oneshot::Sender<Result<bool>>,
@@ -421,14 +421,168 @@ struct Shared {
     index: Arc<Mutex<Index>>,
     /// Why the writer stopped writing, once it did (see [`FileStore::failure`]).
     failed: Arc<std::sync::OnceLock<String>>,
+    engine: Arc<Engine>,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+thread_local! {
+    /// Interval-mode stores this thread queued appends for while a [`DeferredWrites`] is open;
+    /// `None` while none is.
+    static DEFERRED: RefCell<Option<Vec<Arc<Engine>>>> = const { RefCell::new(None) };
+}
+
+/// While this guard lives, appends the current thread makes to interval-mode stores are queued
+/// and carried out together when it drops: a connection's batch of publishes becomes one
+/// `pwrite` per stream rather than one each. Guards nest (the outermost one writes). An append
+/// is not durable, and its [`Append`] does not complete, before the guard drops.
+#[must_use = "appends are written when the guard drops"]
+pub struct DeferredWrites {
+    outer: bool,
+    /// Bound to the thread whose appends it defers.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl DeferredWrites {
+    /// Opens a batch on the current thread.
+    pub fn open() -> DeferredWrites {
+        let outer = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            d.is_none() && {
+                *d = Some(Vec::new());
+                true
+            }
+        });
+        DeferredWrites {
+            outer,
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for DeferredWrites {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let engines = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+        for engine in engines {
+            engine.help();
+        }
+    }
+}
+
+impl Shared {
+    /// Has what was just sent carried out: by the sender itself for an append in interval mode
+    /// (nothing to wait for but a `pwrite`, and no thread to wake), at the end of its batch if
+    /// one is open, else by the writer thread.
+    fn kick(&self, append: bool) {
+        if append && self.engine.inline {
+            let engine = &self.engine;
+            let later = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+                Some(list) => {
+                    if !list.iter().any(|e| Arc::ptr_eq(e, engine)) {
+                        list.push(engine.clone());
+                    }
+                    true
+                }
+                None => false,
+            });
+            if !later {
+                engine.help();
+            }
+        } else if let Some(h) = lock(&self.writer).as_ref() {
+            h.thread().unpark();
+        }
+    }
+
+    /// Stops the writer thread once it has carried out what was sent.
+    fn stop(&self) {
+        lock(&self.alloc).tx = None;
+        let handle = lock(&self.writer).take();
+        if let Some(h) = handle {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        lock(&self.alloc).tx = None;
-        if let Some(h) = lock(&self.writer).take() {
-            let _ = h.join();
+        self.stop();
+    }
+}
+
+/// The writer and how work reaches it. Every operation is sent on the channel, in sequence
+/// order (under the `Alloc` lock), and counted in `queued`; whoever holds `writer` takes them
+/// off and carries them out, so they are carried out in that order: the writer thread, or in
+/// interval mode an appender helping itself.
+struct Engine {
+    writer: Mutex<Writer>,
+    /// Operations sent and not yet taken off the channel (counted before they are sent).
+    queued: AtomicUsize,
+    /// Interval mode: appenders carry out their own appends.
+    inline: bool,
+    /// The writer thread, to wake when an appender's write makes an interval sync due.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Engine {
+    /// Carries out what is queued unless someone else is at it. Whoever holds the lock looks
+    /// at `queued` again after releasing it, so nothing sent is left behind.
+    fn help(&self) {
+        loop {
+            let mut w = match self.writer.try_lock() {
+                Ok(w) => w,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            w.work(&self.queued);
+            if std::mem::take(&mut w.first_dirty) {
+                // The thread sleeps until its next timer, and now there is an interval sync due.
+                if let Some(t) = self.thread.get() {
+                    t.unpark();
+                }
+            }
+            drop(w);
+            if self.queued.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// The writer thread: carries out what appenders do not (everything in `Always` mode, where
+    /// it is the group commit), the periodic work (interval syncs, age expiry) and the final
+    /// sync once the store is closed.
+    fn run(&self) {
+        loop {
+            let timeout = {
+                let mut w = lock(&self.writer);
+                w.work(&self.queued);
+                w.tick();
+                if w.closed {
+                    let _ = w.sync_dirty();
+                    let _ = w.sync_msgs_dir();
+                    return;
+                }
+                w.first_dirty = false;
+                w.next_timeout()
+            };
+            if self.queued.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            if !self.inline {
+                let spin = Instant::now();
+                while spin.elapsed() < SPIN && self.queued.load(Ordering::SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+                if self.queued.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+            }
+            match timeout {
+                Some(t) => std::thread::park_timeout(t),
+                None => std::thread::park(),
+            }
         }
     }
 }
@@ -477,7 +631,8 @@ impl FileStore {
         let index = Arc::new(Mutex::new(index));
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(std::sync::OnceLock::new());
-        let mut writer = Writer {
+        let inline = matches!(config.sync, SyncPolicy::Interval(_));
+        let writer = Writer {
             failed: failed.clone(),
             fs,
             root: dir.to_path_buf(),
@@ -490,11 +645,22 @@ impl FileStore {
             poisoned: None,
             last_expire: Instant::now(),
             dir_unsynced: false,
+            queue: VecDeque::new(),
+            first_dirty: false,
+            closed: false,
         };
+        let engine = Arc::new(Engine {
+            writer: Mutex::new(writer),
+            queued: AtomicUsize::new(0),
+            inline,
+            thread: std::sync::OnceLock::new(),
+        });
+        let run = engine.clone();
         let handle = std::thread::Builder::new()
             .name("natter-store".into())
-            .spawn(move || writer.run())
+            .spawn(move || run.run())
             .map_err(Error::from)?;
+        let _ = engine.thread.set(handle.thread().clone());
         let store = FileStore {
             shared: Arc::new(Shared {
                 alloc: Mutex::new(Alloc {
@@ -503,6 +669,7 @@ impl FileStore {
                 }),
                 index,
                 failed,
+                engine,
                 writer: Mutex::new(Some(handle)),
             }),
         };
@@ -511,11 +678,29 @@ impl FileStore {
 
     fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Pending<T> {
         let (done, pending) = Pending::channel();
-        let alloc = lock(&self.shared.alloc);
-        if let Some(tx) = &alloc.tx {
-            let _ = tx.send(make(done));
+        if self.push(make(done)) {
+            self.shared.kick(false);
         }
         pending
+    }
+
+    /// Sends `op` to the writer (counted in `queued` first); false if the store is closed.
+    fn push(&self, op: Op) -> bool {
+        let alloc = lock(&self.shared.alloc);
+        self.push_locked(&alloc, op)
+    }
+
+    fn push_locked(&self, alloc: &Alloc, op: Op) -> bool {
+        let Some(tx) = &alloc.tx else {
+            return false;
+        };
+        let queued = &self.shared.engine.queued;
+        queued.fetch_add(1, Ordering::SeqCst);
+        if tx.send(op).is_err() {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
     /// Appends a message. The sequence is assigned now, in call order; the returned [`Append`]
@@ -531,23 +716,25 @@ impl FileStore {
         let (done, pending) = Pending::channel();
         let mut alloc = lock(&self.shared.alloc);
         let seq = alloc.next_seq;
-        let Some(tx) = &alloc.tx else {
+        if alloc.tx.is_none() {
             return Append {
                 seq,
                 done: Pending::ready(Err(Error::Closed)),
             };
-        };
-        let op = Op::Append {
+        }
+        let op = Op::Append(AppendOp {
             seq,
             subject: subject.to_string(),
             headers,
             payload,
             ts: timestamp,
             done,
-        };
-        if tx.send(op).is_ok() {
+        });
+        if self.push_locked(&alloc, op) {
             alloc.next_seq += 1;
         }
+        drop(alloc);
+        self.shared.kick(true);
         Append { seq, done: pending }
     }
 
@@ -666,17 +853,17 @@ impl FileStore {
         }
         let (done, pending) = Pending::channel();
         let mut alloc = lock(&self.shared.alloc);
-        if let Some(tx) = &alloc.tx {
-            let bump = match (&req.filter, req.up_to_seq) {
-                (None, Some(s)) if s > alloc.next_seq => Some(s),
-                _ => None,
-            };
-            if tx.send(Op::Purge { req, done }).is_ok() {
-                if let Some(s) = bump {
-                    alloc.next_seq = s;
-                }
+        let bump = match (&req.filter, req.up_to_seq) {
+            (None, Some(s)) if s > alloc.next_seq => Some(s),
+            _ => None,
+        };
+        if self.push_locked(&alloc, Op::Purge { req, done }) {
+            if let Some(s) = bump {
+                alloc.next_seq = s;
             }
         }
+        drop(alloc);
+        self.shared.kick(false);
         pending
     }
 
@@ -748,12 +935,8 @@ impl FileStore {
     /// Syncs everything and stops the writer. Later operations fail with [`Error::Closed`].
     pub fn close(&self) -> Result<()> {
         let r = self.sync();
-        lock(&self.shared.alloc).tx = None;
-        let r = r.wait();
-        if let Some(h) = lock(&self.shared.writer).take() {
-            let _ = h.join();
-        }
-        match r {
+        self.shared.stop();
+        match r.wait() {
             Err(Error::Closed) => Ok(()),
             r => r,
         }
@@ -808,8 +991,16 @@ struct Writer {
     /// A file was created in `dir` whose entry may not be durable yet (e.g. a segment created by
     /// a batch that then failed): the next successful write syncs the directory before acking.
     dir_unsynced: bool,
+    /// Operations taken off the channel and not yet carried out.
+    queue: VecDeque<Op>,
+    /// Interval mode: `dirty` went from empty to not since the thread last looked, so the
+    /// thread (asleep without a timer) must be woken to sync in time.
+    first_dirty: bool,
+    /// The channel is closed and empty: the store was closed.
+    closed: bool,
 }
 
+/// One append, as sent to the writer.
 struct AppendOp {
     seq: u64,
     subject: String,
@@ -820,84 +1011,64 @@ struct AppendOp {
 }
 
 impl Writer {
-    fn run(&mut self) {
-        let mut queue: std::collections::VecDeque<Op> = Default::default();
+    /// Takes what was sent off the channel and carries it out, one run at a time, until
+    /// nothing is left (the periodic work is the thread's: no fsync on an appender). Only ever
+    /// called with the writer's lock held,
+    /// so operations are carried out in the order they were sent (their sequence order).
+    fn work(&mut self, queued: &AtomicUsize) {
         loop {
-            if queue.is_empty() {
-                let op = match self.next_timeout() {
-                    None => self.rx.recv().map_err(|_| true),
-                    Some(t) => self
-                        .rx
-                        .recv_timeout(t)
-                        .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
-                };
-                match op {
-                    Ok(op) => queue.push_back(op),
-                    Err(true) => break,
-                    Err(false) => {
-                        self.tick();
-                        continue;
-                    }
-                }
-            }
             // Group commit: take everything that is pending now.
             let mut bytes = 0usize;
             while bytes < MAX_BATCH_BYTES {
                 match self.rx.try_recv() {
                     Ok(op) => {
-                        if let Op::Append { payload, .. } = &op {
-                            bytes += payload.len() + 64;
+                        queued.fetch_sub(1, Ordering::SeqCst);
+                        if let Op::Append(a) = &op {
+                            bytes += a.payload.len() + 64;
                         }
-                        queue.push_back(op)
+                        self.queue.push_back(op)
                     }
-                    Err(_) => break,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.closed = true;
+                        break;
+                    }
                 }
             }
-            // One run of consecutive appends, or of consecutive deletes, or one other op.
-            match queue.front() {
-                Some(Op::Append { .. }) => {
-                    let mut run = Vec::new();
-                    while let Some(Op::Append { .. }) = queue.front() {
-                        if let Some(Op::Append {
-                            seq,
-                            subject,
-                            headers,
-                            payload,
-                            ts,
-                            done,
-                        }) = queue.pop_front()
-                        {
-                            run.push(AppendOp {
-                                seq,
-                                subject,
-                                headers,
-                                payload,
-                                ts,
-                                done,
-                            });
-                        }
-                    }
-                    self.append_run(run);
-                }
-                Some(Op::Delete { .. }) => {
-                    let mut run = Vec::new();
-                    while let Some(Op::Delete { .. }) = queue.front() {
-                        if let Some(Op::Delete { seq, done }) = queue.pop_front() {
-                            run.push((seq, done));
-                        }
-                    }
-                    self.delete_run(run);
-                }
-                Some(_) => {
-                    let op = queue.pop_front().expect("non-empty");
-                    self.other(op);
-                }
-                None => {}
+            if self.queue.is_empty() {
+                break;
             }
-            self.tick();
+            self.step();
         }
-        let _ = self.sync_dirty();
-        let _ = self.sync_msgs_dir();
+    }
+
+    /// Carries out one run of consecutive appends, or of consecutive deletes, or one other op.
+    fn step(&mut self) {
+        match self.queue.front() {
+            Some(Op::Append(_)) => {
+                let mut run = Vec::new();
+                while let Some(Op::Append(_)) = self.queue.front() {
+                    if let Some(Op::Append(a)) = self.queue.pop_front() {
+                        run.push(a);
+                    }
+                }
+                self.append_run(run);
+            }
+            Some(Op::Delete { .. }) => {
+                let mut run = Vec::new();
+                while let Some(Op::Delete { .. }) = self.queue.front() {
+                    if let Some(Op::Delete { seq, done }) = self.queue.pop_front() {
+                        run.push((seq, done));
+                    }
+                }
+                self.delete_run(run);
+            }
+            Some(_) => {
+                let op = self.queue.pop_front().expect("non-empty");
+                self.other(op);
+            }
+            None => {}
+        }
     }
 
     fn next_timeout(&self) -> Option<Duration> {
@@ -967,6 +1138,7 @@ impl Writer {
                 Ok(())
             }
             SyncPolicy::Interval(_) => {
+                self.first_dirty |= self.dirty.is_empty() && !files.is_empty();
                 for f in files {
                     if !self.dirty.iter().any(|d| Arc::ptr_eq(d, &f)) {
                         self.dirty.push(f);
@@ -1263,7 +1435,7 @@ impl Writer {
                 }
                 let _ = done.send(r);
             }
-            Op::Append { .. } | Op::Delete { .. } => unreachable!("handled in runs"),
+            Op::Append(_) | Op::Delete { .. } => unreachable!("handled in runs"),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{Discard, StorageType, StreamConfig, StreamState};
+use crate::config::{Discard, Retention, StorageType, StreamConfig, StreamState};
 use crate::errors::ApiError;
 use crate::util::{self, header, now_nanos};
 use crate::{
@@ -202,6 +202,11 @@ impl Stream {
         self.lock().config.clone()
     }
 
+    /// The retention policy, without copying the whole configuration.
+    pub(crate) fn retention(&self) -> Retention {
+        self.lock().config.retention
+    }
+
     /// After a restart: the message ids within the duplicate window (found by binary search on
     /// timestamps, then a forward scan) and the last message's id.
     fn rebuild_dedupe(&self) {
@@ -357,9 +362,13 @@ impl Stream {
         let seq = append.seq();
         m.inflight_msgs += 1;
         m.inflight_bytes += size;
-        let e = m.inflight_subj.entry(subject.to_string()).or_insert((0, 0));
-        e.0 = seq;
-        e.1 += 1;
+        // Looked up before inserting: the key is allocated once per subject, not per message.
+        match m.inflight_subj.get_mut(subject) {
+            Some(e) => *e = (seq, e.1 + 1),
+            None => {
+                m.inflight_subj.insert(subject.to_string(), (seq, 1));
+            }
+        }
         let id = header(&headers, "Nats-Msg-Id").unwrap_or_default();
         if !id.is_empty() {
             m.dedupe.insert(id.to_string(), seq);

@@ -866,3 +866,105 @@ fn segment_left_by_a_failed_append_is_durable_after_a_clean_restart() {
         b("kept")
     );
 }
+
+fn interval() -> FileStoreConfig {
+    FileStoreConfig {
+        sync: SyncPolicy::Interval(Duration::from_secs(120)),
+        ..small()
+    }
+}
+
+/// Whether `append` has completed, without waiting for it.
+fn is_done(append: &mut natter_streams::Append) -> bool {
+    use std::future::Future;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    std::pin::Pin::new(append).poll(&mut cx).is_ready()
+}
+
+/// In interval mode the appender writes its own appends: at once, or at the end of an open
+/// batch, in order, and only then are they complete (and readable).
+#[test]
+fn interval_appends_are_written_by_the_appender_at_the_end_of_its_batch() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, interval());
+    let mut first = s.append("d", Bytes::new(), b("now"), 1);
+    assert!(is_done(&mut first), "no batch open: written at once");
+    let batch = natter_streams::DeferredWrites::open();
+    let inner = natter_streams::DeferredWrites::open();
+    let mut later: Vec<_> = (0..5)
+        .map(|i| s.append("d", Bytes::new(), b(&format!("m{i}")), 1))
+        .collect();
+    drop(inner);
+    assert!(
+        later.iter_mut().all(|a| !is_done(a)),
+        "queued until the outermost batch ends"
+    );
+    assert!(
+        s.get(2).unwrap().is_none(),
+        "not readable before it is written"
+    );
+    drop(batch);
+    for (i, a) in later.iter_mut().enumerate() {
+        assert!(is_done(a));
+        let seq = a.seq();
+        assert_eq!(seq, i as u64 + 2);
+        assert_eq!(s.get(seq).unwrap().unwrap().payload, b(&format!("m{i}")));
+    }
+    // Other threads' appends are not held back by this thread's batch.
+    let _batch = natter_streams::DeferredWrites::open();
+    let other = s.clone();
+    let seq = std::thread::spawn(move || other.append("d", Bytes::new(), b("x"), 1).wait())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seq, 7);
+}
+
+/// Many threads appending in interval mode, in batches and not, with a delete in between:
+/// every append completes, each at the sequence it was given, in order.
+#[test]
+fn concurrent_interval_appenders_keep_sequence_order() {
+    let fs = SimFs::new();
+    let (s, _) = open_sim(&fs, interval());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for round in 0..50 {
+                    let _batch = (round % 2 == 0).then(natter_streams::DeferredWrites::open);
+                    let appends: Vec<_> = (0..4)
+                        .map(|i| {
+                            let p = format!("t{t}-r{round}-{i}");
+                            (s.append("c", Bytes::new(), b(&p), 1), p)
+                        })
+                        .collect();
+                    drop(_batch);
+                    for (a, p) in appends {
+                        let seq = a.seq();
+                        assert_eq!(a.wait().unwrap(), seq);
+                        mine.push((seq, p));
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    // A delete while they append, carried out in its place among theirs.
+    while s.next_seq() <= 10 {
+        std::thread::yield_now();
+    }
+    assert!(s.delete(5).wait().unwrap());
+    let mut all: Vec<(u64, String)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all.len(), 800);
+    assert_eq!(all.last().unwrap().0, 800, "no sequence skipped or reused");
+    for (seq, p) in all.iter().filter(|(q, _)| *q != 5) {
+        assert_eq!(&s.get(*seq).unwrap().unwrap().payload, &b(p), "seq {seq}");
+    }
+    assert_eq!(s.state().msgs, 799);
+}

@@ -357,14 +357,20 @@ impl Consumers {
         let (src, list) = {
             let s = self.streams();
             match s.get(stream) {
-                Some(p) => (
-                    p.source.clone(),
-                    p.consumers.values().cloned().collect::<Vec<_>>(),
-                ),
-                None => return None,
+                // Nothing to tell, and (but with interest retention) nothing to decide: the
+                // common case of a stream without consumers costs one map lookup per append.
+                Some(p)
+                    if !p.consumers.is_empty() || p.source.retention() == Retention::Interest =>
+                {
+                    (
+                        p.source.clone(),
+                        p.consumers.values().cloned().collect::<Vec<_>>(),
+                    )
+                }
+                _ => return None,
             }
         };
-        let interest = src.config().retention == Retention::Interest;
+        let interest = src.retention() == Retention::Interest;
         let needs_subject = interest || list.iter().any(|c| !c.lock().config.filters().is_empty());
         let subject = if needs_subject {
             src.get(seq).ok().flatten().map(|m| m.subject)

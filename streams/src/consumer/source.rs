@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::config::{StorageType, StreamConfig};
+use crate::config::{Retention, StorageType, StreamConfig};
 use crate::stream::Stream;
 use crate::{FileStore, FileStoreConfig, MemoryStore, Pending, Result, StoreState, StoredMsg};
 
@@ -17,6 +17,10 @@ pub trait MsgSource: Send + Sync {
     fn name(&self) -> &str;
     /// The current configuration (retention, subjects, storage, consumer limits).
     fn config(&self) -> StreamConfig;
+    /// The retention policy (what [`MsgSource::config`] says, without copying it).
+    fn retention(&self) -> Retention {
+        self.config().retention
+    }
     /// The stream's directory (consumer state lives under `obs/`).
     fn dir(&self) -> PathBuf;
     /// The first message at or after `start` matching `filter`.
@@ -45,6 +49,9 @@ impl MsgSource for Stream {
     }
     fn config(&self) -> StreamConfig {
         Stream::config(self)
+    }
+    fn retention(&self) -> Retention {
+        Stream::retention(self)
     }
     fn dir(&self) -> PathBuf {
         self.dir.clone()
