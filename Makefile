@@ -18,7 +18,7 @@ run:
 ## needs Chromium: installed from Debian's packages here, and required (not skipped).
 test: $(CHROMIUM)
 	$(CARGO) test --benches
-	NATTER_REQUIRE_CHROMIUM=1 CHROMIUM=$(CHROMIUM) $(CARGO) test --lib --bins --tests
+	NATTER_REQUIRE_CHROMIUM=1 NATTER_REQUIRE_MOUNT=1 CHROMIUM=$(CHROMIUM) $(CARGO) test --lib --bins --tests
 	$(CARGO) test -p natter-streams
 
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the

@@ -22,9 +22,9 @@ use crate::{
 
 /// Upper bound of one group commit's encoded bytes; more pending appends wait for the next one.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// How long the writer thread looks for more work before it sleeps: publishers with many
-/// appends in flight send the next ones within microseconds, and looking again spares them and
-/// it a futex wake per batch.
+/// How long the writer thread looks for more work before it sleeps, while appends come in
+/// faster than it writes them: publishers with many appends in flight send the next ones within
+/// microseconds, and looking again spares them and it a futex wake per batch.
 const SPIN: Duration = Duration::from_micros(50);
 /// A sealed segment is rewritten once at least this share of its bytes is deleted...
 const COMPACT_GARBAGE_RATIO: f64 = 0.5;
@@ -554,10 +554,13 @@ impl Engine {
     /// it is the group commit), the periodic work (interval syncs, age expiry) and the final
     /// sync once the store is closed.
     fn run(&self) {
+        // Whether looking again before sleeping pays: appends arrive while others are written
+        // (several per batch, or found by the last look), not one at a time, each after an ack.
+        let mut busy = false;
         loop {
             let timeout = {
                 let mut w = lock(&self.writer);
-                w.work(&self.queued);
+                busy |= w.work(&self.queued) > 1;
                 w.tick();
                 if w.closed {
                     let _ = w.sync_dirty();
@@ -570,12 +573,13 @@ impl Engine {
             if self.queued.load(Ordering::SeqCst) > 0 {
                 continue;
             }
-            if !self.inline {
+            if !self.inline && busy {
                 let spin = Instant::now();
                 while spin.elapsed() < SPIN && self.queued.load(Ordering::SeqCst) == 0 {
                     std::thread::yield_now();
                 }
-                if self.queued.load(Ordering::SeqCst) > 0 {
+                busy = self.queued.load(Ordering::SeqCst) > 0;
+                if busy {
                     continue;
                 }
             }
@@ -632,6 +636,11 @@ impl FileStore {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(std::sync::OnceLock::new());
         let inline = matches!(config.sync, SyncPolicy::Interval(_));
+        // Best effort: on a full disk the store still opens (and a purge can free space).
+        let floor_slot = prepare_floor(&*fs, dir).unwrap_or_else(|e| {
+            tracing::warn!(dir = %dir.display(), error = %e, "store: cannot prepare the sequence floor file");
+            0
+        });
         let writer = Writer {
             failed: failed.clone(),
             fs,
@@ -646,6 +655,7 @@ impl FileStore {
             last_expire: Instant::now(),
             dir_unsynced: false,
             queue: VecDeque::new(),
+            floor_slot,
             first_dirty: false,
             closed: false,
         };
@@ -993,6 +1003,8 @@ struct Writer {
     dir_unsynced: bool,
     /// Operations taken off the channel and not yet carried out.
     queue: VecDeque<Op>,
+    /// The slot of the sequence floor file the next floor goes to (see `write_floor`).
+    floor_slot: u64,
     /// Interval mode: `dirty` went from empty to not since the thread last looked, so the
     /// thread (asleep without a timer) must be woken to sync in time.
     first_dirty: bool,
@@ -1012,10 +1024,11 @@ struct AppendOp {
 
 impl Writer {
     /// Takes what was sent off the channel and carries it out, one run at a time, until
-    /// nothing is left (the periodic work is the thread's: no fsync on an appender). Only ever
-    /// called with the writer's lock held,
+    /// nothing is left (the periodic work is the thread's: no fsync on an appender); returns how
+    /// many operations it took. Only ever called with the writer's lock held,
     /// so operations are carried out in the order they were sent (their sequence order).
-    fn work(&mut self, queued: &AtomicUsize) {
+    fn work(&mut self, queued: &AtomicUsize) -> usize {
+        let mut taken = 0;
         loop {
             // Group commit: take everything that is pending now.
             let mut bytes = 0usize;
@@ -1023,6 +1036,7 @@ impl Writer {
                 match self.rx.try_recv() {
                     Ok(op) => {
                         queued.fetch_sub(1, Ordering::SeqCst);
+                        taken += 1;
                         if let Op::Append(a) = &op {
                             bytes += a.payload.len() + 64;
                         }
@@ -1036,7 +1050,7 @@ impl Writer {
                 }
             }
             if self.queue.is_empty() {
-                break;
+                return taken;
             }
             self.step();
         }
@@ -1523,15 +1537,22 @@ impl Writer {
         self.execute(plan)
     }
 
+    /// Persists the sequence floor: overwritten in place, in the slot not holding the newest
+    /// value, so it needs no new disk space (a purge must work on a full disk) and a torn write
+    /// leaves the previous floor readable.
     fn write_floor(&mut self, last_seq: u64) -> Result<()> {
-        let tmp = self.root.join("floor.tmp");
-        let f = self.fs.open(&tmp, true)?;
-        let t = record::tombstone(last_seq);
-        f.set_len(0)?;
-        f.write_all_at(&t, 0)?;
+        let path = self.root.join("floor");
+        let (f, fresh) = match self.fs.open(&path, false) {
+            Ok(f) => (f, false),
+            Err(_) => (self.fs.open(&path, true)?, true),
+        };
+        let slot = self.floor_slot;
+        f.write_all_at(&record::tombstone(last_seq), slot * TOMBSTONE_LEN as u64)?;
         f.sync()?;
-        self.fs.rename(&tmp, &self.root.join("floor"))?;
-        self.fs.sync_dir(&self.root)?;
+        if fresh {
+            self.fs.sync_dir(&self.root)?;
+        }
+        self.floor_slot = 1 - slot;
         Ok(())
     }
 
@@ -1784,14 +1805,42 @@ fn valid_at(data: &[u8], off: usize) -> Option<record::Header> {
     (end <= data.len() && record::verify(&data[off..end])).then_some(h)
 }
 
+/// The valid values in the sequence floor file's two slots, with their slot numbers.
+fn floor_slots(data: &[u8]) -> [Option<(u64, u64)>; 2] {
+    let slot = |i: u64| {
+        let at = (i as usize) * TOMBSTONE_LEN;
+        let value = record::parse_tombstone(data.get(at..at + TOMBSTONE_LEN)?)?;
+        Some((value, i))
+    };
+    [slot(0), slot(1)]
+}
+
+/// Makes sure the sequence floor file exists, so that writing it later takes no new space, and
+/// returns the slot to write next (the one not holding the newest value).
+fn prepare_floor(fs: &dyn Fs, root: &Path) -> Result<u64> {
+    let path = root.join("floor");
+    if let Ok(f) = fs.open(&path, false) {
+        let data = io_read_all(&*f)?;
+        let newest = floor_slots(&data).into_iter().flatten().max();
+        return Ok(newest.map_or(0, |(_, slot)| 1 - slot));
+    }
+    let f = fs.open(&path, true)?;
+    let zero = record::tombstone(0);
+    f.write_all_at(&[zero, zero].concat(), 0)?;
+    f.sync()?;
+    fs.sync_dir(root)?;
+    Ok(0)
+}
+
 fn recover(fs: &dyn Fs, root: &Path, dir: &Path, report: &mut RecoveryReport) -> Result<Index> {
     let mut idx = Index::default();
     let mut floor = 0u64;
-    // The sequence floor, written when the newest segment was removed (purge, retention).
+    // The sequence floor, written when the newest segment was removed (purge, retention). One
+    // slot may be torn by a crash while it was rewritten; the other then holds the floor.
     if let Ok(f) = fs.open(&root.join("floor"), false) {
         let data = io_read_all(&*f)?;
-        match record::parse_tombstone(&data) {
-            Some(s) => floor = s,
+        match floor_slots(&data).into_iter().flatten().max() {
+            Some((s, _)) => floor = s,
             None => report.corrupt.push(Corruption {
                 file: "floor".into(),
                 offset: 0,
