@@ -111,22 +111,20 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        // Taken before the writes, so that a panic there cannot leave this thread's batch open.
+        let flights = if self.outer {
+            BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         // Written first, so that what can be acknowledged now is.
         drop(self.writes.take());
-        if !self.outer {
-            return;
-        }
-        let mut flights = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
-        while let Some((bridge, first)) = flights.pop() {
-            // Grouped per bridge (an account's streams): usually all of them.
+        // Settled per bridge (an account's streams: usually one), in publish order.
+        let mut flights = flights.into_iter().peekable();
+        while let Some((bridge, first)) = flights.next() {
             let mut mine = vec![first];
-            let mut i = 0;
-            while i < flights.len() {
-                if Arc::ptr_eq(&flights[i].0, &bridge) {
-                    mine.push(flights.swap_remove(i).1);
-                } else {
-                    i += 1;
-                }
+            while let Some((_, f)) = flights.next_if(|(b, _)| Arc::ptr_eq(b, &bridge)) {
+                mine.push(f);
             }
             bridge.settle(mine);
         }

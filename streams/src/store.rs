@@ -434,7 +434,8 @@ thread_local! {
 /// While this guard lives, appends the current thread makes to interval-mode stores are queued
 /// and carried out together when it drops: a connection's batch of publishes becomes one
 /// `pwrite` per stream rather than one each. Guards nest (the outermost one writes). An append
-/// is not durable, and its [`Append`] does not complete, before the guard drops.
+/// is carried out no later than when the guard drops (the writer thread or another appender
+/// may get to it first).
 #[must_use = "appends are written when the guard drops"]
 pub struct DeferredWrites {
     outer: bool,
@@ -536,9 +537,12 @@ impl Engine {
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(TryLockError::WouldBlock) => return,
             };
+            w.appender = true;
             w.work(&self.queued);
-            if std::mem::take(&mut w.first_dirty) {
-                // The thread sleeps until its next timer, and now there is an interval sync due.
+            w.appender = false;
+            if std::mem::take(&mut w.wake_thread) {
+                // Work for the thread: an interval sync now due (it sleeps until its next
+                // timer), an operation other than an append, or a compaction.
                 if let Some(t) = self.thread.get() {
                     t.unpark();
                 }
@@ -561,13 +565,14 @@ impl Engine {
             let timeout = {
                 let mut w = lock(&self.writer);
                 busy |= w.work(&self.queued) > 1;
+                w.compact_deferred();
                 w.tick();
                 if w.closed {
                     let _ = w.sync_dirty();
                     let _ = w.sync_msgs_dir();
                     return;
                 }
-                w.first_dirty = false;
+                w.wake_thread = false;
                 w.next_timeout()
             };
             if self.queued.load(Ordering::SeqCst) > 0 {
@@ -656,7 +661,9 @@ impl FileStore {
             dir_unsynced: false,
             queue: VecDeque::new(),
             floor_slot,
-            first_dirty: false,
+            appender: false,
+            wake_thread: false,
+            to_compact: Vec::new(),
             closed: false,
         };
         let engine = Arc::new(Engine {
@@ -1005,9 +1012,14 @@ struct Writer {
     queue: VecDeque<Op>,
     /// The slot of the sequence floor file the next floor goes to (see `write_floor`).
     floor_slot: u64,
-    /// Interval mode: `dirty` went from empty to not since the thread last looked, so the
-    /// thread (asleep without a timer) must be woken to sync in time.
-    first_dirty: bool,
+    /// Carrying out work for an appender (interval mode) rather than on the thread: only
+    /// appends, and no compaction; what it leaves is the thread's.
+    appender: bool,
+    /// An appender left work to the thread, or made an interval sync due (`dirty` went from
+    /// empty to not: the thread sleeps without a timer then): the thread must be woken.
+    wake_thread: bool,
+    /// Segments to compact, found by an appender.
+    to_compact: Vec<u64>,
     /// The channel is closed and empty: the store was closed.
     closed: bool,
 }
@@ -1052,7 +1064,25 @@ impl Writer {
             if self.queue.is_empty() {
                 return taken;
             }
+            if self.appender && !matches!(self.queue.front(), Some(Op::Append(_))) {
+                // Deletes, purges, syncs and limit changes may fsync or rewrite files: not on
+                // an appender's (async) task. They and what follows them wait for the thread.
+                self.wake_thread = true;
+                return taken;
+            }
             self.step();
+        }
+    }
+
+    /// Compacts the segments appenders found worth it.
+    fn compact_deferred(&mut self) {
+        for id in std::mem::take(&mut self.to_compact) {
+            if let Err(e) = self.compact(id) {
+                tracing::warn!("store: compaction of segment {id} failed: {e}");
+                if matches!(e, Error::Poisoned(_)) {
+                    break;
+                }
+            }
         }
     }
 
@@ -1138,6 +1168,7 @@ impl Writer {
         for f in std::mem::take(&mut self.dirty) {
             f.sync()?;
         }
+        self.sync_msgs_dir()?;
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -1152,7 +1183,7 @@ impl Writer {
                 Ok(())
             }
             SyncPolicy::Interval(_) => {
-                self.first_dirty |= self.dirty.is_empty() && !files.is_empty();
+                self.wake_thread |= self.dirty.is_empty() && !files.is_empty();
                 for f in files {
                     if !self.dirty.iter().any(|d| Arc::ptr_eq(d, &f)) {
                         self.dirty.push(f);
@@ -1324,7 +1355,11 @@ impl Writer {
             .filter(|c| !c.buf.is_empty() || c.new)
             .map(|c| c.file.clone())
             .collect();
-        let synced = self.sync_files(files).and_then(|_| self.sync_msgs_dir());
+        let synced = self.sync_files(files).and_then(|_| match self.cfg.sync {
+            SyncPolicy::Always => self.sync_msgs_dir(),
+            // Acknowledged unsynced anyway: the new segment's entry is synced with the data.
+            SyncPolicy::Interval(_) => Ok(()),
+        });
         if let Err(e) = synced {
             self.poison(&e);
             register_new(&mut lock(&self.index));
@@ -1674,7 +1709,13 @@ impl Writer {
             }
             idx.fix_after_removal(&touched);
         }
-        // 4. Compaction (a failure leaves the old segment in place, which is still correct).
+        // 4. Compaction (a failure leaves the old segment in place, which is still correct),
+        //    left to the thread when an appender got here.
+        if self.appender {
+            self.wake_thread |= !compact.is_empty();
+            self.to_compact.extend(compact);
+            return Ok(removed);
+        }
         for id in compact {
             if let Err(e) = self.compact(id) {
                 tracing::warn!("store: compaction of segment {id} failed: {e}");
@@ -1819,10 +1860,14 @@ fn floor_slots(data: &[u8]) -> [Option<(u64, u64)>; 2] {
 /// returns the slot to write next (the one not holding the newest value).
 fn prepare_floor(fs: &dyn Fs, root: &Path) -> Result<u64> {
     let path = root.join("floor");
-    if let Ok(f) = fs.open(&path, false) {
-        let data = io_read_all(&*f)?;
-        let newest = floor_slots(&data).into_iter().flatten().max();
-        return Ok(newest.map_or(0, |(_, slot)| 1 - slot));
+    match fs.open(&path, false) {
+        Ok(f) => {
+            let data = io_read_all(&*f)?;
+            let newest = floor_slots(&data).into_iter().flatten().max();
+            return Ok(newest.map_or(0, |(_, slot)| 1 - slot));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
     }
     let f = fs.open(&path, true)?;
     let zero = record::tombstone(0);

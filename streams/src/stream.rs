@@ -168,8 +168,12 @@ impl Stream {
                     limits,
                 };
                 let (store, report) = FileStore::open(&dir, cfg)?;
-                if !report.corrupt.is_empty() || report.truncated_bytes > 0 {
-                    tracing::warn!(stream = %config.name, ?report, "stream store recovered");
+                // Damage is loud; a torn final record (a crash mid-write, never acknowledged)
+                // is routine and only noted.
+                if !report.corrupt.is_empty() {
+                    tracing::warn!(stream = %config.name, corrupt = ?report.corrupt, truncated_bytes = report.truncated_bytes, "stream store recovered; damaged records are not served");
+                } else if report.truncated_bytes > 0 {
+                    tracing::info!(stream = %config.name, truncated_bytes = report.truncated_bytes, "stream store recovered; a torn final record was cut off");
                 }
                 Store::File(store)
             }

@@ -352,6 +352,14 @@ impl Consumer {
         let mut m = self.lock();
         let matches = subject.is_none_or(|s| m.config.matches(s));
         if seq > m.last_stored {
+            // A store completes appends in sequence order, but their reports can arrive out of
+            // order (publishers settle their own): once `seq` is durable, everything below it
+            // is, so the messages between are counted now and their late reports ignored.
+            let from = (m.last_stored + 1).max(m.next_seq);
+            if from < seq {
+                let between = self.count_stored(&m.config, from, seq - 1);
+                m.num_pending += between;
+            }
             m.last_stored = seq;
             if matches && seq >= m.next_seq {
                 m.num_pending += 1;
@@ -360,6 +368,28 @@ impl Consumer {
         drop(m);
         self.kick();
         matches
+    }
+
+    /// Stored messages in `from..=to` that `config` selects (a short range: reports that
+    /// overtook others).
+    fn count_stored(&self, config: &ConsumerConfig, from: u64, to: u64) -> u64 {
+        let mut n = 0;
+        let mut at = from;
+        while at <= to {
+            let run = self
+                .stream
+                .get_run(at, None, (to - at + 1) as usize)
+                .unwrap_or_default();
+            let Some(last) = run.last().map(|m| m.seq) else {
+                break;
+            };
+            n += run
+                .iter()
+                .filter(|m| m.seq <= to && config.matches(&m.subject))
+                .count() as u64;
+            at = last + 1;
+        }
+        n
     }
 
     /// True if the message `seq` on `subject` is still needed by this consumer (interest
@@ -632,7 +662,9 @@ impl Consumer {
         // The task is woken once per burst to write it, and for a nak, whose redelivery may
         // be due before the task's next timer.
         let wake = nak || (outs.is_empty() && !m.write_due);
-        if outs.is_empty() {
+        // A double ack is confirmed only once written, also when the confirmation is sent by
+        // the caller (after the deletions it set off).
+        if outs.is_empty() && reply.is_none() {
             m.write_due = true;
         } else {
             self.commit(&mut m, outs);
