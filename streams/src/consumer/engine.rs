@@ -831,7 +831,7 @@ impl Consumer {
             m.interest = self.outbox.has_interest(&m.config.deliver_subject);
         }
         let acking = m.config.ack_policy != AckPolicy::None;
-        let mut ahead = VecDeque::new();
+        let mut ahead: VecDeque<StoredMsg> = VecDeque::new();
         let mut deliver: Option<Arc<str>> = None;
         let mut listening: Option<Arc<str>> = None;
         // One clock reading per pass (a pass takes microseconds), and none for a pass that
@@ -878,13 +878,16 @@ impl Consumer {
                 if acking && max_ack > 0 && m.pending.len() as i64 >= max_ack {
                     break;
                 }
-                // As many as this pass can hand out, so a run read ahead is rarely wasted.
+                // As many as this pass can hand out, so a run read ahead is rarely wasted;
+                // worked out only when a run is to be read.
                 let mut want = budget.0 as usize;
-                if !push {
-                    want = want.min(m.waiting.iter().map(|w| w.batch as usize).sum());
-                }
-                if acking && max_ack > 0 {
-                    want = want.min((max_ack as usize).saturating_sub(m.pending.len()));
+                if ahead.back().is_none_or(|a| a.seq < m.next_seq) {
+                    if !push {
+                        want = want.min(m.waiting.iter().map(|w| w.batch as usize).sum());
+                    }
+                    if acking && max_ack > 0 {
+                        want = want.min((max_ack as usize).saturating_sub(m.pending.len()));
+                    }
                 }
                 let Some(msg) = self.next_new(m, &mut ahead, want) else {
                     break;
