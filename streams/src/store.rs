@@ -433,9 +433,10 @@ thread_local! {
 
 /// While this guard lives, appends the current thread makes to interval-mode stores are queued
 /// and carried out together when it drops: a connection's batch of publishes becomes one
-/// `pwrite` per stream rather than one each. Guards nest (the outermost one writes). An append
-/// is carried out no later than when the guard drops (the writer thread or another appender
-/// may get to it first).
+/// `pwrite` per stream rather than one each. Guards nest (the outermost one writes). When the
+/// guard drops, its appends are carried out then, or, if another thread is writing to that
+/// store at that moment, by that thread (each writer looks for more work whenever it lets
+/// go). Either may also get to them first.
 #[must_use = "appends are written when the guard drops"]
 pub struct DeferredWrites {
     outer: bool,

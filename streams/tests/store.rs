@@ -882,6 +882,21 @@ fn is_done(append: &mut natter_streams::Append) -> bool {
     std::pin::Pin::new(append).poll(&mut cx).is_ready()
 }
 
+/// Whether `append` completes within a few seconds, far sooner than the writer thread's next
+/// timer (the 120 s interval): when the batch ends, the writer thread may be holding the
+/// writer's lock (woken by the first append's write), and then it carries the appends out as
+/// it lets go. Without the batch's own write they would wait for that timer.
+fn done_soon(append: &mut natter_streams::Append) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if is_done(append) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
 /// In interval mode the appender writes its own appends: at once, or by the end of an open
 /// batch, in order; then they are complete and readable.
 #[test]
@@ -890,6 +905,9 @@ fn interval_appends_are_written_by_the_appender_at_the_end_of_its_batch() {
     let (s, _) = open_sim(&fs, interval());
     let first = s.append("d", Bytes::new(), b("now"), 1);
     assert_eq!(first.wait().unwrap(), 1, "no batch open: written at once");
+    // Let the writer thread, woken by that write to set its sync timer, go back to sleep, so
+    // that nothing but the batch's end can carry out what follows.
+    std::thread::sleep(Duration::from_millis(100));
     let batch = natter_streams::DeferredWrites::open();
     let inner = natter_streams::DeferredWrites::open();
     let mut later: Vec<_> = (0..5)
@@ -899,7 +917,10 @@ fn interval_appends_are_written_by_the_appender_at_the_end_of_its_batch() {
     // (The writer thread may carry them out first, but nothing waits for it to.)
     drop(batch);
     for (i, a) in later.iter_mut().enumerate() {
-        assert!(is_done(a));
+        assert!(
+            done_soon(a),
+            "append {i} not carried out when its batch ended"
+        );
         let seq = a.seq();
         assert_eq!(seq, i as u64 + 2);
         assert_eq!(s.get(seq).unwrap().unwrap().payload, b(&format!("m{i}")));
