@@ -547,9 +547,11 @@ async fn expected_headers() {
     .unwrap();
     assert_eq!((dup.sequence, dup.duplicate), (7, true));
 
-    // No per-message TTL on this stream.
+    // No per-message TTL on this stream; a bad value is reported as such first.
     let r = publish_with(&js, "e.a", "x", |p| p.header("Nats-TTL", "5s")).await;
     assert_js_err(r, 400, 10166, "per-message TTL is disabled");
+    let r = publish_with(&js, "e.a", "x", |p| p.header("Nats-TTL", "soon")).await;
+    assert_js_err(r, 400, 10165, "invalid per-message TTL");
 }
 
 #[tokio::test]
@@ -1060,4 +1062,188 @@ fn raw_socket_api_and_puback() {
     // see "no responders"; this one sees nothing.
     c.send(b"PUB nowhere _INBOX.6 1\r\nx\r\n");
     assert!(c.msgs_until_pong().is_empty());
+}
+
+/// Polls the stream's per-subject counts until `done` holds for them (10 s at most); the
+/// counts then.
+async fn wait_subjects(
+    s: &mut stream::Stream,
+    what: &str,
+    done: impl Fn(&std::collections::HashMap<String, usize>) -> bool,
+) -> std::collections::HashMap<String, usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let subjects = within("info", s.info_with_subjects(">")).await.unwrap();
+        let counts: std::collections::HashMap<String, usize> =
+            within("subjects", subjects.try_collect()).await.unwrap();
+        if done(&counts) {
+            return counts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn per_message_ttl() {
+    let (_store, _server, js) = setup().await;
+    let mut cfg = config("TTL", &["ttl.>"]);
+    cfg.allow_message_ttl = true;
+    cfg.max_age = Duration::from_secs(3);
+    let mut s = create(&js, cfg).await;
+    for (subject, ttl) in [
+        ("ttl.short", "1s"),
+        ("ttl.secs", "2"),
+        ("ttl.long", "1h"),
+        ("ttl.never", "never"),
+    ] {
+        publish_with(&js, subject, "x", |p| p.header("Nats-TTL", ttl))
+            .await
+            .unwrap_or_else(|e| panic!("Nats-TTL {ttl}: {e}"));
+    }
+    seq(&js, "ttl.plain").await;
+    for bad in ["0", "500ms", "-1", "soon"] {
+        let r = publish_with(&js, "ttl.bad", "x", |p| p.header("Nats-TTL", bad)).await;
+        assert_js_err(r, 400, 10165, "invalid per-message TTL");
+    }
+    let m = within("get", s.get_last_raw_message_by_subject("ttl.short"))
+        .await
+        .unwrap();
+    assert_eq!(m.headers.get("Nats-TTL").map(|v| v.as_str()), Some("1s"));
+
+    // max_age also bounds the hour-long TTL.
+    ttl_then_age(&mut s, "ttl.short", "ttl.plain", "ttl.never").await;
+    let st = within("info", s.info()).await.unwrap().state.clone();
+    assert_eq!(st.first_sequence, 4);
+
+    let mut off = config("TTL", &["ttl.>"]);
+    off.max_age = Duration::from_secs(3);
+    let r = within("update", js.update_stream(off)).await;
+    assert_js_err(r, 500, 10052, "message TTL status can not be disabled");
+}
+
+/// The TTLs of stored messages are read back after a crash: a TTL still removes its message
+/// before max_age would, and `never` still outlives max_age.
+#[tokio::test]
+async fn message_ttls_survive_restart() {
+    let store = Store(temp_dir());
+    let store = &store.0;
+    {
+        let server = js_server(store);
+        let js = js(&server).await;
+        let mut cfg = config("TR", &["tr.>"]);
+        cfg.allow_message_ttl = true;
+        cfg.max_age = Duration::from_secs(4);
+        create(&js, cfg).await;
+        for (subject, ttl) in [("tr.ttl", "2s"), ("tr.never", "never")] {
+            publish_with(&js, subject, "x", |p| p.header("Nats-TTL", ttl))
+                .await
+                .unwrap();
+        }
+        seq(&js, "tr.plain").await;
+        // SIGKILL here.
+    }
+    let server = js_server(store);
+    let js = js(&server).await;
+    let mut s = within("get", js.get_stream("TR")).await.unwrap();
+    ttl_then_age(&mut s, "tr.ttl", "tr.plain", "tr.never").await;
+}
+
+/// A TTL shorter than max_age removes its message (`short`) while a plain one is still there;
+/// then max_age leaves only the message marked `never`, which stays.
+async fn ttl_then_age(s: &mut stream::Stream, short: &str, plain: &str, never: &str) {
+    let counts = wait_subjects(s, "the TTL", |c| !c.contains_key(short)).await;
+    assert!(counts.contains_key(plain), "{counts:?}");
+    wait_subjects(s, "max_age", |c| c.len() == 1 && c.contains_key(never)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = within("info", s.info()).await.unwrap().state.clone();
+    assert_eq!(st.messages, 1, "{never} outlives max_age");
+}
+
+#[tokio::test]
+async fn subject_delete_markers() {
+    let (_store, _server, js) = setup().await;
+    let mut cfg = config("SDM", &["sdm.>"]);
+    cfg.subject_delete_marker_ttl = Some(Duration::from_millis(500));
+    let r = within("create", js.create_stream(cfg.clone())).await;
+    assert_js_err(
+        r,
+        500,
+        10052,
+        "subject delete marker TTL must be at least 1 second",
+    );
+    cfg.subject_delete_marker_ttl = Some(Duration::from_secs(2));
+    cfg.deny_purge = true;
+    cfg.allow_rollup = true;
+    let r = within("create", js.create_stream(cfg.clone())).await;
+    assert_js_err(r, 500, 10052, "roll-ups require the purge permission");
+    // Markers imply per-message TTLs and roll-ups, and so purges.
+    cfg.allow_rollup = false;
+    cfg.max_age = Duration::from_secs(2);
+    let mut s = create(&js, cfg).await;
+    let c = &s.cached_info().config;
+    assert!(
+        c.allow_message_ttl && c.allow_rollup && !c.deny_purge,
+        "implied: {c:?}"
+    );
+
+    seq(&js, "sdm.aged").await;
+    publish_with(&js, "sdm.ttl", "x", |p| p.header("Nats-TTL", "1s"))
+        .await
+        .unwrap();
+    seq(&js, "sdm.both").await;
+    seq(&js, "sdm.both").await;
+    // Under the markers' TTL (and with more than one message per subject allowed) a TTL is
+    // raised to it, and the stored header says so in seconds.
+    let m = within("get", s.get_last_raw_message_by_subject("sdm.ttl"))
+        .await
+        .unwrap();
+    assert_eq!(m.headers.get("Nats-TTL").map(|v| v.as_str()), Some("2"));
+
+    // Each emptied subject gets one marker, after the messages it replaces.
+    wait_subjects(&mut s, "markers", |c| {
+        ["sdm.aged", "sdm.ttl", "sdm.both"]
+            .iter()
+            .all(|k| c.get(*k) == Some(&1))
+            && within_seq(c)
+    })
+    .await;
+    for subject in ["sdm.aged", "sdm.ttl", "sdm.both"] {
+        let m = within("get", s.get_last_raw_message_by_subject(subject))
+            .await
+            .unwrap();
+        assert!(m.sequence > 4, "{subject}: a marker, not the message");
+        assert!(m.payload.is_empty());
+        let h = |k: &str| m.headers.get(k).map(|v| v.as_str().to_string());
+        assert_eq!(h("Nats-Marker-Reason").as_deref(), Some("MaxAge"));
+        assert_eq!(h("Nats-TTL").as_deref(), Some("2s"));
+        assert_eq!(h("Nats-Rollup").as_deref(), Some("sub"));
+    }
+    // Markers expire in turn and leave no markers behind.
+    wait_subjects(&mut s, "markers expire", |c| c.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = within("info", s.info()).await.unwrap().state.clone();
+    assert_eq!((st.messages, st.last_sequence), (0, 7));
+}
+
+/// Counts alone cannot tell a marker from the message it replaced; this lets the wait go on
+/// until the originals are gone (five messages published, three markers after them).
+fn within_seq(c: &std::collections::HashMap<String, usize>) -> bool {
+    c.values().sum::<usize>() == 3
+}
+
+/// Age limits hold for a memory stream nobody publishes to (not only on the next append).
+#[tokio::test]
+async fn idle_memory_stream_expires_by_age() {
+    let (_store, _server, js) = setup().await;
+    let mut cfg = config("MAGE", &["mage.>"]);
+    cfg.storage = stream::StorageType::Memory;
+    cfg.max_age = Duration::from_secs(1);
+    let mut s = create(&js, cfg).await;
+    seq(&js, "mage.a").await;
+    seq(&js, "mage.b").await;
+    wait_subjects(&mut s, "max_age", |c| c.is_empty()).await;
 }

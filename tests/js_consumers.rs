@@ -2293,3 +2293,37 @@ async fn kv_watch_with_history_from_revision_history_and_keys() {
         t0.elapsed()
     );
 }
+
+/// Keys with their own TTL, in a bucket with limit markers (per-message TTLs and subject
+/// delete markers underneath): the key goes, watchers see it purged, other keys stay.
+#[tokio::test]
+async fn kv_key_ttls_and_limit_markers() {
+    let server = Js::start();
+    let js = js(&server).await;
+    let kv = within(
+        "create bucket",
+        js.create_key_value(kv::Config {
+            bucket: "sessions".into(),
+            limit_markers: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("create bucket");
+    let mut watch = within("watch", kv.watch_all()).await.unwrap();
+    kv.create_with_ttl("token", "abc".into(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    kv.put("user", "ann".into()).await.unwrap();
+    assert_eq!(kv.get("token").await.unwrap(), Some(Bytes::from("abc")));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = within("watch entry", watch.next()).await.unwrap().unwrap();
+        seen.push((e.key, e.operation));
+    }
+    use kv::Operation::{Purge, Put};
+    let seen: Vec<(&str, kv::Operation)> = seen.iter().map(|(k, o)| (k.as_str(), *o)).collect();
+    assert_eq!(seen, [("token", Put), ("user", Put), ("token", Purge)]);
+    assert_eq!(kv.get("token").await.unwrap(), None);
+    assert_eq!(kv.get("user").await.unwrap(), Some(Bytes::from("ann")));
+}

@@ -1,6 +1,7 @@
 //! Stream configuration and state, with JetStream's JSON field names (ADR-8 / nats-server 2.15).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,8 +69,6 @@ const UNSUPPORTED: &[&str] = &[
     "subject_transform",
     "template_owner",
     "mirror_direct",
-    "allow_msg_ttl",
-    "subject_delete_marker_ttl",
     "allow_msg_counter",
     "allow_atomic",
     "allow_msg_schedules",
@@ -151,9 +150,13 @@ pub struct StreamConfig {
     /// Limits applied to consumers.
     #[serde(default)]
     pub consumer_limits: ConsumerLimits,
-    /// Always false (per-message TTL not implemented yet).
-    #[serde(default, skip_deserializing)]
+    /// Messages may carry a `Nats-TTL` header (once on, it cannot be turned off).
+    #[serde(default)]
     pub allow_msg_ttl: bool,
+    /// Nanoseconds; when set, a subject emptied by age (`max_age` or `Nats-TTL`) gets a marker
+    /// message that lives this long. Implies `allow_msg_ttl` and `allow_rollup_hdrs`.
+    #[serde(default, skip_serializing_if = "no_nanos")]
+    pub subject_delete_marker_ttl: i64,
     /// Initial sequence of a new stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seq: Option<u64>,
@@ -170,6 +173,9 @@ fn minus_one() -> i64 {
 }
 fn compression_none() -> String {
     "none".into()
+}
+fn no_nanos(v: &i64) -> bool {
+    *v == 0
 }
 fn is_false(b: &bool) -> bool {
     !*b
@@ -304,6 +310,25 @@ impl StreamConfig {
                 ));
             }
         }
+        if self.subject_delete_marker_ttl < 0 {
+            return Err(ApiError::invalid_config(
+                "subject delete marker TTL must not be negative",
+            ));
+        }
+        if self.subject_delete_marker_ttl != 0 {
+            if self.subject_delete_marker_ttl < 1_000_000_000 {
+                return Err(ApiError::invalid_config(
+                    "subject delete marker TTL must be at least 1 second",
+                ));
+            }
+            // As nats-server (outside pedantic mode): markers need TTLs and are roll-ups, which
+            // need purges allowed; only asking for both roll-ups and no purges is an error.
+            if !(self.deny_purge && self.allow_rollup_hdrs) {
+                self.deny_purge = false;
+                self.allow_rollup_hdrs = true;
+            }
+            self.allow_msg_ttl = true;
+        }
         if self.deny_purge && self.allow_rollup_hdrs {
             return Err(ApiError::invalid_config(
                 "roll-ups require the purge permission",
@@ -332,6 +357,12 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// How long delete markers live; `None` if the stream places none.
+    pub fn marker_ttl(&self) -> Option<Duration> {
+        (self.subject_delete_marker_ttl > 0)
+            .then(|| Duration::from_nanos(self.subject_delete_marker_ttl as u64))
+    }
+
     /// Checks an update from `self` (current, normalized) to `new` (normalized).
     pub fn check_update(&self, new: &StreamConfig) -> Result<(), ApiError> {
         let bad = |d: &str| Err(ApiError::invalid_config(d.to_string()));
@@ -353,6 +384,9 @@ impl StreamConfig {
         }
         if self.deny_purge && !new.deny_purge {
             return bad("stream configuration update can not cancel deny purge");
+        }
+        if self.allow_msg_ttl && !new.allow_msg_ttl {
+            return bad("message TTL status can not be disabled");
         }
         Ok(())
     }
@@ -464,5 +498,33 @@ mod tests {
         assert!(err(r#"{"name":"H","mirror":null,"allow_msg_ttl":false}"#).is_ok());
         assert!(err(r#"{"name":"H","mirror":{"name":"X"}}"#).is_err());
         assert_eq!(err("garbage").unwrap_err().err_code, 10025);
+    }
+
+    #[test]
+    fn delete_markers_imply_ttls_and_rollups() {
+        let norm = |j: &str| {
+            let mut c = StreamConfig::parse(j.as_bytes()).unwrap();
+            c.normalize().map(|_| c)
+        };
+        let c = norm(r#"{"name":"M","subject_delete_marker_ttl":1000000000,"deny_purge":true}"#)
+            .unwrap();
+        assert!(c.allow_msg_ttl && c.allow_rollup_hdrs && !c.deny_purge);
+        assert_eq!(c.marker_ttl(), Some(Duration::from_secs(1)));
+        let err = |j: &str| norm(j).unwrap_err().description;
+        assert_eq!(
+            err(r#"{"name":"M","subject_delete_marker_ttl":999999999}"#),
+            "subject delete marker TTL must be at least 1 second"
+        );
+        assert_eq!(
+            err(r#"{"name":"M","subject_delete_marker_ttl":-1}"#),
+            "subject delete marker TTL must not be negative"
+        );
+        let on = norm(r#"{"name":"M","allow_msg_ttl":true}"#).unwrap();
+        let off = norm(r#"{"name":"M"}"#).unwrap();
+        assert!(off.check_update(&on).is_ok());
+        assert_eq!(
+            on.check_update(&off).unwrap_err().description,
+            "message TTL status can not be disabled"
+        );
     }
 }

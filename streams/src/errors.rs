@@ -144,6 +144,11 @@ impl ApiError {
     pub fn msg_ttl_disabled() -> Self {
         e(400, 10166, "per-message TTL is disabled")
     }
+    /// 10165 `invalid per-message TTL` (not `never`, a duration or whole seconds, or under a
+    /// second).
+    pub fn msg_ttl_invalid() -> Self {
+        e(400, 10165, "invalid per-message TTL")
+    }
     /// 10011 a general storage failure.
     pub fn storage_failed(d: impl std::fmt::Display) -> Self {
         e(500, 10011, format!("jetstream store failed: {d}"))

@@ -18,7 +18,7 @@ use crate::consumer::{Consumers, MsgSource, Outbox};
 use crate::errors::ApiError;
 use crate::stream::{Admit, Stream};
 use crate::util::{self, now_nanos};
-use crate::{msg_size, PurgeRequest, StoredMsg, SyncPolicy};
+use crate::{PurgeRequest, StoredMsg, SyncPolicy};
 
 /// JetStream settings (from `-js`, `-sd` and the `jetstream {}` config block).
 #[derive(Debug, Clone)]
@@ -162,6 +162,9 @@ pub struct JetStream {
 }
 
 const META: &str = "meta.json";
+
+/// How often [`JetStream::expire_due`] runs: a `Nats-TTL` is honoured to within this.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -441,6 +444,18 @@ impl JetStream {
     /// and run their timers on `handle`. Loads every stream's saved consumers. Until this is
     /// called, consumer API requests get no answer.
     pub fn attach(&self, outbox: Arc<dyn Outbox>, handle: tokio::runtime::Handle) {
+        let weak = Arc::downgrade(&self.inner);
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                // It reads and waits for the store: off the async workers.
+                let js = JetStream { inner };
+                let _ = tokio::task::spawn_blocking(move || js.expire_due()).await;
+            }
+        });
         let consumers = Consumers::new(outbox, handle);
         for s in self.streams().values() {
             let failed = consumers.load(s.clone() as Arc<dyn MsgSource>);
@@ -449,6 +464,36 @@ impl JetStream {
             }
         }
         let _ = self.inner.consumers.set(consumers);
+    }
+
+    /// Removes what is due: messages whose `Nats-TTL` ran out, and messages past `max_age`
+    /// that their store does not remove itself; then places delete markers on the subjects that
+    /// emptied, in streams that want them. Runs every 250 ms once attached. Blocks on the
+    /// stores (markers are published as messages are, durably).
+    pub fn expire_due(&self) {
+        let now = now_nanos();
+        let streams: Vec<Arc<Stream>> = self.streams().values().cloned().collect();
+        for s in streams {
+            for subject in s.expire_due(now) {
+                let Some((append, size)) = s.place_marker(&subject) else {
+                    continue;
+                };
+                let seq = append.seq();
+                let r = append.wait();
+                s.settle(&subject, seq, size, None, r.is_ok());
+                match r {
+                    Ok(_) => {
+                        if let Some(dropped) = self.consumers().and_then(|c| c.stored(&s.name, seq))
+                        {
+                            let _ = dropped.wait();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %s.name, %subject, error = %e, "delete marker not placed");
+                    }
+                }
+            }
+        }
     }
 
     /// The consumers (after [`JetStream::attach`]): acks (`$JS.ACK.>`) and flow-control
@@ -558,7 +603,6 @@ impl JetStream {
             return ready(pub_err("", &ApiError::stream_not_found()));
         };
         let headers = headers.unwrap_or_default();
-        let size = msg_size(subject, &headers, &payload);
         let storage = stream.storage;
         let limit = match storage {
             StorageType::Memory => self.inner.cfg.max_memory,
@@ -581,7 +625,11 @@ impl JetStream {
                     pub_ack(&name, seq, true)
                 })
             }
-            Admit::Stored { append, rollup } => {
+            Admit::Stored {
+                append,
+                rollup,
+                size,
+            } => {
                 let subject = subject.to_string();
                 let consumers = self.inner.consumers.get().cloned();
                 Box::pin(async move {

@@ -68,17 +68,18 @@ impl Mem {
             n += 1;
         }
         if let Some(age) = self.limits.max_age {
-            n += self.expire(now_nanos().saturating_sub(age.as_nanos() as i64));
+            n += self.expire(now_nanos().saturating_sub(age.as_nanos() as i64), &[]);
         }
         n
     }
 
-    fn expire(&mut self, cutoff: i64) -> u64 {
+    fn expire(&mut self, cutoff: i64, keep: &[u64]) -> u64 {
         let seqs: Vec<u64> = self
             .msgs
             .values()
             .take_while(|m| m.timestamp < cutoff)
             .map(|m| m.seq)
+            .filter(|q| keep.binary_search(q).is_err())
             .collect();
         self.remove_all(seqs)
     }
@@ -244,7 +245,12 @@ impl MemoryStore {
 
     /// Removes messages older than `cutoff` (Unix nanoseconds).
     pub fn expire(&self, cutoff: i64) -> Pending<u64> {
-        Pending::ready(self.open().map(|mut m| m.expire(cutoff)))
+        self.expire_keeping(cutoff, Vec::new())
+    }
+
+    /// [`MemoryStore::expire`], except for the sequences in `keep` (sorted).
+    pub fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
+        Pending::ready(self.open().map(|mut m| m.expire(cutoff, &keep)))
     }
 
     /// Replaces the limits and enforces them.

@@ -400,6 +400,7 @@ enum Op {
     },
     Expire {
         cutoff: i64,
+        keep: Vec<u64>,
         done: oneshot::Sender<Result<u64>>,
     },
     SetLimits {
@@ -887,7 +888,13 @@ impl FileStore {
 
     /// Removes messages with a timestamp before `cutoff` (Unix nanoseconds).
     pub fn expire(&self, cutoff: i64) -> Pending<u64> {
-        self.send(|done| Op::Expire { cutoff, done })
+        self.expire_keeping(cutoff, Vec::new())
+    }
+
+    /// [`FileStore::expire`], except for the sequences in `keep` (sorted): messages that
+    /// never expire (`Nats-TTL: never`).
+    pub fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
+        self.send(|done| Op::Expire { cutoff, keep, done })
     }
 
     /// Replaces the retention limits and enforces them at once; completes with how many
@@ -1143,7 +1150,7 @@ impl Writer {
             if self.last_expire.elapsed() >= Duration::from_secs(1) {
                 self.last_expire = Instant::now();
                 let cutoff = now_nanos().saturating_sub(age.as_nanos() as i64);
-                if let Err(e) = self.expire(cutoff) {
+                if let Err(e) = self.expire(cutoff, &[]) {
                     tracing::warn!("store: age expiry failed: {e}");
                 }
             }
@@ -1469,8 +1476,8 @@ impl Writer {
                 let r = self.check().and_then(|_| self.purge(&req));
                 let _ = done.send(r);
             }
-            Op::Expire { cutoff, done } => {
-                let r = self.check().and_then(|_| self.expire(cutoff));
+            Op::Expire { cutoff, keep, done } => {
+                let r = self.check().and_then(|_| self.expire(cutoff, &keep));
                 let _ = done.send(r);
             }
             Op::SetLimits { limits, done } => {
@@ -1530,9 +1537,12 @@ impl Writer {
         Ok(n)
     }
 
-    fn expire(&mut self, cutoff: i64) -> Result<u64> {
-        // Whole segments whose newest message is older than the cutoff go at once; within the
-        // first remaining segment, timestamps are read from the record headers.
+    /// Removes messages older than `cutoff` except those in `keep` (sorted).
+    fn expire(&mut self, cutoff: i64, keep: &[u64]) -> Result<u64> {
+        let kept = |q: u64| keep.binary_search(&q).is_ok();
+        // Whole segments whose newest message is older than the cutoff go at once (unless they
+        // hold a kept message); within the first remaining segment, timestamps are read from
+        // the record headers.
         let (mut plan, partial) = {
             let idx = lock(&self.index);
             let mut plan = Vec::new();
@@ -1542,11 +1552,27 @@ impl Writer {
                     continue;
                 }
                 if seg.max_ts < cutoff {
-                    plan.push(SegPlan {
-                        id: seg.id,
-                        whole: true,
-                        seqs: Vec::new(),
-                    });
+                    let from = keep.partition_point(|&q| q < seg.base);
+                    if keep.get(from).is_some_and(|&q| q <= seg.last_seq()) {
+                        let seqs: Vec<u64> = seg
+                            .live_seqs()
+                            .map(|(q, _)| q)
+                            .filter(|&q| !kept(q))
+                            .collect();
+                        if !seqs.is_empty() {
+                            plan.push(SegPlan {
+                                id: seg.id,
+                                whole: false,
+                                seqs,
+                            });
+                        }
+                    } else {
+                        plan.push(SegPlan {
+                            id: seg.id,
+                            whole: true,
+                            seqs: Vec::new(),
+                        });
+                    }
                 } else {
                     let slots: Vec<(u64, Slot)> = seg.live_seqs().collect();
                     partial = Some((seg.id, seg.file.clone(), slots, seg.live));
@@ -1558,6 +1584,9 @@ impl Writer {
         if let Some((id, file, slots, live)) = partial {
             let mut seqs = Vec::new();
             for (q, s) in slots {
+                if kept(q) {
+                    continue;
+                }
                 let mut h = [0u8; HEADER_LEN];
                 file.read_exact_at(&mut h, s.off as u64)?;
                 match record::parse_header(&h) {

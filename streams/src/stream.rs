@@ -1,7 +1,7 @@
 //! One stream: its store (file or memory), configuration and the publish path (dedupe,
 //! expected-* headers, rollups, discard-new limits).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::config::{Discard, Retention, StorageType, StreamConfig, StreamState};
 use crate::errors::ApiError;
-use crate::util::{self, header, now_nanos};
+use crate::util::{self, header, now_nanos, MsgTtl};
 use crate::{
     msg_size, Append, FileStore, FileStoreConfig, Limits, MemoryStore, Pending, PurgeRequest,
     Result, StoreState, StoredMsg, SyncPolicy,
@@ -62,6 +62,9 @@ impl Store {
     pub(crate) fn purge(&self, req: PurgeRequest) -> Pending<u64> {
         delegate!(self, s => s.purge(req))
     }
+    pub(crate) fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
+        delegate!(self, s => s.expire_keeping(cutoff, keep))
+    }
     pub(crate) fn set_limits(&self, l: Limits) -> Pending<u64> {
         delegate!(self, s => s.set_limits(l))
     }
@@ -86,14 +89,16 @@ impl Store {
 }
 
 /// The store limits for a config: the store enforces discard-old limits; discard-new limits are
-/// checked by the stream before appending.
+/// checked by the stream before appending. With per-message TTLs the stream enforces `max_age`
+/// itself ([`Stream::expire_due`]), as messages marked `never` are exempt from it.
 pub(crate) fn store_limits(c: &StreamConfig) -> Limits {
     let pos = |v: i64| (v > 0).then_some(v as u64);
     let old = c.discard == Discard::Old;
     Limits {
         max_msgs: pos(c.max_msgs).filter(|_| old),
         max_bytes: pos(c.max_bytes).filter(|_| old),
-        max_age: (c.max_age > 0).then(|| Duration::from_nanos(c.max_age as u64)),
+        max_age: (c.max_age > 0 && !c.allow_msg_ttl)
+            .then(|| Duration::from_nanos(c.max_age as u64)),
         max_msgs_per_subject: pos(c.max_msgs_per_subject).filter(|_| !c.discard_new_per_subject),
     }
 }
@@ -111,6 +116,42 @@ pub(crate) struct Mutable {
     inflight_bytes: u64,
     /// ...and per subject: (last sequence, count).
     inflight_subj: HashMap<String, (u64, u64)>,
+    ttls: Ttls,
+}
+
+/// What `Nats-TTL` headers asked for: when each message expires, and which never do. An entry
+/// whose message was removed otherwise stays until it is due (or, for `never`, until the
+/// stream's first sequence passes it); deleting a missing message does nothing.
+#[derive(Default)]
+struct Ttls {
+    /// (deadline in Unix nanoseconds, sequence).
+    due: BTreeSet<(i64, u64)>,
+    never: BTreeSet<u64>,
+    /// When [`Stream::expire_due`] last applied `max_age` (Unix nanoseconds).
+    age_pass: i64,
+}
+
+impl Ttls {
+    fn add(&mut self, seq: u64, stored: i64, ttl: MsgTtl) {
+        match ttl {
+            MsgTtl::Never => {
+                self.never.insert(seq);
+            }
+            MsgTtl::After(d) => {
+                let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+                self.due.insert((stored.saturating_add(nanos), seq));
+            }
+        }
+    }
+
+    /// Takes the sequences due at `now`.
+    fn take_due(&mut self, now: i64) -> Vec<u64> {
+        let later = self.due.split_off(&(now.saturating_add(1), 0));
+        std::mem::replace(&mut self.due, later)
+            .into_iter()
+            .map(|(_, q)| q)
+            .collect()
+    }
 }
 
 impl Mutable {
@@ -136,16 +177,20 @@ pub(crate) struct Stream {
     m: Mutex<Mutable>,
 }
 
+/// The header naming why the server placed a delete marker.
+const MARKER_REASON: &str = "Nats-Marker-Reason";
+
 /// The outcome of a publish, before durability.
 pub(crate) enum Admit {
     /// Rejected: the error.
     Reject(ApiError),
     /// A duplicate of `seq`; `wait` is set if the original may not be durable yet.
     Duplicate { seq: u64, wait: Option<Pending<()>> },
-    /// Appended.
+    /// Appended, `size` bytes as stored (a clamped `Nats-TTL` may change it).
     Stored {
         append: Append,
         rollup: Option<bool>,
+        size: u64,
     },
 }
 
@@ -192,10 +237,115 @@ impl Stream {
                 inflight_msgs: 0,
                 inflight_bytes: 0,
                 inflight_subj: HashMap::new(),
+                ttls: Ttls::default(),
             }),
         };
         stream.rebuild_dedupe();
+        stream.rebuild_ttls()?;
         Ok(stream)
+    }
+
+    /// After a restart: the TTLs of stored messages, read from their headers. A walk over the
+    /// whole stream, made only for streams that allow per-message TTLs.
+    fn rebuild_ttls(&self) -> Result<()> {
+        let mut m = self.lock();
+        if !m.config.allow_msg_ttl {
+            return Ok(());
+        }
+        let mut next = self.store.state().first_seq;
+        loop {
+            let run = self.store.get_run(next, None, 256)?;
+            let Some(last) = run.last() else {
+                return Ok(());
+            };
+            next = last.seq + 1;
+            for msg in &run {
+                if let Some(ttl) = header(&msg.headers, "Nats-TTL").and_then(util::msg_ttl) {
+                    m.ttls.add(msg.seq, msg.timestamp, ttl);
+                }
+            }
+        }
+    }
+
+    /// Removes what is due at `now` (Unix nanoseconds): messages whose `Nats-TTL` ran out, and
+    /// messages older than `max_age` where the store does not remove them itself, sparing those
+    /// marked `never`. That is in streams with per-message TTLs, and in memory streams, which
+    /// would otherwise expire by age only when appended to.
+    ///
+    /// Where the stream places delete markers, it reads what it removes and waits for the
+    /// removals, and returns the subjects they may have emptied (for [`Stream::place_marker`]);
+    /// call it where blocking is fine. Otherwise nothing is waited for and nothing returned.
+    pub(crate) fn expire_due(&self, now: i64) -> Vec<String> {
+        let (due, age, markers) = {
+            let mut m = self.lock();
+            let due = m.ttls.take_due(now);
+            let markers = m.config.marker_ttl().is_some();
+            let cfg = &m.config;
+            // Once a second, as the file store does it: with `never` messages the oldest,
+            // a pass finds little to remove and still walks them.
+            let age = (cfg.max_age > 0
+                && (cfg.allow_msg_ttl || self.storage == StorageType::Memory)
+                && now.saturating_sub(m.ttls.age_pass) >= 1_000_000_000)
+                .then(|| now.saturating_sub(cfg.max_age));
+            let age = age.and_then(|cutoff| {
+                m.ttls.age_pass = now;
+                let st = self.store.state();
+                (st.msgs > 0 && st.first_ts < cutoff).then(|| {
+                    let kept = m.ttls.never.split_off(&st.first_seq);
+                    m.ttls.never = kept;
+                    (cutoff, m.ttls.never.iter().copied().collect::<Vec<u64>>())
+                })
+            });
+            (due, age, markers)
+        };
+        if !markers {
+            // Removals finish on the store's own time; nothing here waits for them.
+            for seq in due {
+                drop(self.store.delete(seq));
+            }
+            if let Some((cutoff, keep)) = age {
+                drop(self.store.expire_keeping(cutoff, keep));
+            }
+            return Vec::new();
+        }
+        // A marker's own removal places none.
+        let mut emptied = BTreeSet::new();
+        let mut note = |msg: &StoredMsg| {
+            if header(&msg.headers, MARKER_REASON).is_none() {
+                emptied.insert(msg.subject.clone());
+            }
+        };
+        let mut deletes = Vec::new();
+        for seq in due {
+            if let Ok(Some(msg)) = self.store.get(seq) {
+                note(&msg);
+                deletes.push(self.store.delete(seq));
+            }
+        }
+        let mut expiry = None;
+        if let Some((cutoff, keep)) = age {
+            let mut next = self.store.state().first_seq;
+            'scan: while let Ok(run) = self.store.get_run(next, None, 256) {
+                let Some(last) = run.last() else { break };
+                next = last.seq + 1;
+                for msg in &run {
+                    if msg.timestamp >= cutoff {
+                        break 'scan;
+                    }
+                    if keep.binary_search(&msg.seq).is_err() {
+                        note(msg);
+                    }
+                }
+            }
+            expiry = Some(self.store.expire_keeping(cutoff, keep));
+        }
+        for d in deletes {
+            let _ = d.wait();
+        }
+        if let Some(e) = expiry {
+            let _ = e.wait();
+        }
+        emptied.into_iter().collect()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mutable> {
@@ -266,6 +416,8 @@ impl Stream {
         let hdr = |name: &str| header(h, name).filter(|v| !v.is_empty());
         let msg_id = hdr("Nats-Msg-Id");
         let mut rollup = None;
+        let mut ttl = None;
+        let mut clamped = None;
         if !h.is_empty() {
             // nats-server's order: expected stream and sequences and the TTL header are checked
             // before dedupe (a duplicate failing them is an error), the expected last msg id
@@ -300,9 +452,27 @@ impl Stream {
                     return Admit::Reject(ApiError::wrong_last_sequence(last));
                 }
             }
-            // natter has no per-message TTL (`allow_msg_ttl` is always false).
-            if hdr("Nats-TTL").is_some() {
-                return Admit::Reject(ApiError::msg_ttl_disabled());
+            if let Some(v) = hdr("Nats-TTL") {
+                // nats-server's order: a bad value is invalid even where TTLs are off.
+                match util::msg_ttl(v) {
+                    Some(t) => ttl = Some(t),
+                    None => return Admit::Reject(ApiError::msg_ttl_invalid()),
+                }
+                if !m.config.allow_msg_ttl {
+                    return Admit::Reject(ApiError::msg_ttl_disabled());
+                }
+                // With delete markers, a TTL is at least the markers' (unless a subject holds
+                // one message), as nats-server does; the stored header says so.
+                let floor = m
+                    .config
+                    .marker_ttl()
+                    .filter(|_| m.config.max_msgs_per_subject != 1);
+                if let (Some(floor), Some(MsgTtl::After(d))) = (floor, ttl) {
+                    if d < floor {
+                        ttl = Some(MsgTtl::After(floor));
+                        clamped = Some(floor.as_secs());
+                    }
+                }
             }
             if let Some(id) = msg_id {
                 m.prune_dedupe(now);
@@ -362,6 +532,33 @@ impl Stream {
         if over_account(size) {
             return Admit::Reject(ApiError::insufficient_resources());
         }
+        let headers = match clamped {
+            Some(secs) => util::replace_header(&headers, "Nats-TTL", &secs.to_string()).into(),
+            None => headers,
+        };
+        let size = msg_size(subject, &headers, &payload);
+        let append = self.append_locked(&mut m, subject, headers, payload, now);
+        if let Some(t) = ttl {
+            m.ttls.add(append.seq(), now, t);
+        }
+        Admit::Stored {
+            append,
+            rollup,
+            size,
+        }
+    }
+
+    /// Appends with the stream locked (checks done), counting the append in flight until
+    /// [`Stream::settle`] and noting its message id.
+    fn append_locked(
+        &self,
+        m: &mut Mutable,
+        subject: &str,
+        headers: Bytes,
+        payload: Bytes,
+        now: i64,
+    ) -> Append {
+        let size = msg_size(subject, &headers, &payload);
         let append = self.store.append(subject, headers.clone(), payload, now);
         let seq = append.seq();
         m.inflight_msgs += 1;
@@ -379,7 +576,30 @@ impl Stream {
             m.dedupe_order.push_back((now, id.to_string()));
         }
         m.last_msg_id = id.to_string();
-        Admit::Stored { append, rollup }
+        append
+    }
+
+    /// Places a delete marker on `subject` if it holds no message (now, under the lock, so no
+    /// publish can slip in and be rolled up by it) and the stream places markers. Complete it
+    /// as a publish: await, then [`Stream::settle`] with the returned size.
+    pub(crate) fn place_marker(&self, subject: &str) -> Option<(Append, u64)> {
+        let mut m = self.lock();
+        let ttl = m.config.marker_ttl()?;
+        if m.inflight_subj.contains_key(subject)
+            || !matches!(self.store.last_for_subject(subject), Ok(None))
+        {
+            return None;
+        }
+        let headers = format!(
+            "NATS/1.0\r\n{MARKER_REASON}: MaxAge\r\nNats-TTL: {}\r\nNats-Rollup: sub\r\n\r\n",
+            crate::consumer::config::go_duration(ttl)
+        );
+        let headers = Bytes::from(headers);
+        let size = msg_size(subject, &headers, &[]);
+        let now = now_nanos();
+        let append = self.append_locked(&mut m, subject, headers, Bytes::new(), now);
+        m.ttls.add(append.seq(), now, MsgTtl::After(ttl));
+        Some((append, size))
     }
 
     /// Bookkeeping once an append completed (`ok` or not).

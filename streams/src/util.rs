@@ -1,7 +1,7 @@
 //! Small helpers for the JetStream layer: RFC 3339 timestamps, base64, NATS header blocks and
 //! subject validation/overlap.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, in nanoseconds since the Unix epoch.
 pub fn now_nanos() -> i64 {
@@ -86,6 +86,29 @@ pub fn header<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
     })
 }
 
+/// `block` with the value of header `name` (matched as [`header`] does) replaced by `value`.
+pub fn replace_header(block: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(block.len() + value.len());
+    let mut lines = block.split(|&b| b == b'\n').peekable();
+    let mut first = true;
+    while let Some(line) = lines.next() {
+        let key = line.iter().position(|&b| b == b':').map(|i| &line[..i]);
+        if !first && key.is_some_and(|k| k.trim_ascii() == name.as_bytes()) {
+            out.extend_from_slice(key.unwrap_or_default());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\r');
+        } else {
+            out.extend_from_slice(line);
+        }
+        if lines.peek().is_some() {
+            out.push(b'\n');
+        }
+        first = false;
+    }
+    out
+}
+
 /// A valid subject or filter: non-empty tokens, no whitespace, `>` only as the last token.
 pub fn valid_filter(s: &str) -> bool {
     if s.is_empty() || s.chars().any(|c| c.is_whitespace()) {
@@ -158,6 +181,109 @@ pub fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> serde_json::
     serde_json::from_value(value)
 }
 
+/// Why a duration did not parse.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DurationError {
+    /// Below zero.
+    Negative,
+    /// Not Go's duration syntax, or beyond its range.
+    Invalid,
+}
+
+/// Go's duration syntax: an optional sign, then one or more `<number>[.<fraction>]<unit>` with
+/// units `ns us µs μs ms s m h`; a lone `0` needs no unit; the total must fit Go's int64
+/// nanoseconds.
+pub fn go_duration(text: &str) -> Result<Duration, DurationError> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(DurationError::Invalid);
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_part, after) = rest.split_at(int_len);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let n = f.bytes().take_while(u8::is_ascii_digit).count();
+                f.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(DurationError::Invalid);
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(DurationError::Invalid),
+        };
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| DurationError::Invalid)?
+        };
+        // Digits past the 18th cannot change the nanosecond count of any unit here.
+        let frac = &frac_part[..frac_part.len().min(18)];
+        let fraction = if frac.is_empty() {
+            0
+        } else {
+            let digits: u128 = frac.parse().map_err(|_| DurationError::Invalid)?;
+            digits * nanos / 10u128.pow(frac.len() as u32)
+        };
+        total = whole
+            .checked_mul(nanos)
+            .and_then(|t| t.checked_add(fraction))
+            .and_then(|t| t.checked_add(total))
+            .ok_or(DurationError::Invalid)?;
+        rest = after;
+    }
+    if total > i64::MAX as u128 {
+        return Err(DurationError::Invalid);
+    }
+    if negative && total > 0 {
+        return Err(DurationError::Negative);
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// A message's `Nats-TTL` header, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgTtl {
+    /// `never`: the message is not removed by age, not even by the stream's `max_age`.
+    Never,
+    /// Removed this long after it was stored (at least a second).
+    After(Duration),
+}
+
+/// Parses a `Nats-TTL` value as nats-server does: `never`, a Go duration (`1h`, `1.5s`) or
+/// whole seconds (`5`); `None` for anything else or anything under a second (`0` included).
+pub fn msg_ttl(value: &str) -> Option<MsgTtl> {
+    let value = value.trim();
+    if value == "never" {
+        return Some(MsgTtl::Never);
+    }
+    let d = match go_duration(value) {
+        Ok(d) => d,
+        Err(_) => Duration::from_secs(value.parse::<u64>().ok()?),
+    };
+    (d >= Duration::from_secs(1)).then_some(MsgTtl::After(d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +311,32 @@ mod tests {
             base64(b"NATS/1.0\r\nNats-Msg-Id: x1\r\n\r\n"),
             "TkFUUy8xLjANCk5hdHMtTXNnLUlkOiB4MQ0KDQo="
         );
+    }
+
+    #[test]
+    fn message_ttls() {
+        let after = |s| Some(MsgTtl::After(Duration::from_secs(s)));
+        assert_eq!(msg_ttl("never"), Some(MsgTtl::Never));
+        assert_eq!(msg_ttl("1s"), after(1));
+        assert_eq!(msg_ttl(" 1h "), after(3600));
+        assert_eq!(msg_ttl("5"), after(5));
+        assert_eq!(
+            msg_ttl("1.5s"),
+            Some(MsgTtl::After(Duration::from_millis(1500)))
+        );
+        for bad in ["0", "0s", "999ms", "-1", "-5s", "", "soon", "1x", "Never"] {
+            assert_eq!(msg_ttl(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replacing_a_header() {
+        let h = b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-TTL: 1s\r\n\r\n";
+        let out = replace_header(h, "Nats-TTL", "2");
+        assert_eq!(out, b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-TTL: 2\r\n\r\n");
+        assert_eq!(header(&out, "Nats-Msg-Id"), Some("a"));
+        // Nothing else changes, and a missing header is not added.
+        assert_eq!(replace_header(h, "Other", "x"), h);
     }
 
     #[test]

@@ -337,15 +337,21 @@ fn limits_discard_old() {
     assert!(st.bytes <= one * 3 && st.msgs == 3, "{st:?}");
 }
 
-#[test]
-fn expire_by_age() {
-    let fs = SimFs::new();
-    let (s, _) = open_sim(&fs, small());
+/// A store of 100 messages, sequence `q` stamped `(q - 1) * 10`, about 22 per segment.
+fn hundred_stamped(fs: &SimFs) -> FileStore {
+    let (s, _) = open_sim(fs, small());
     for ts in 0..100i64 {
         s.append("t", Bytes::new(), b("0123456789"), ts * 10)
             .wait()
             .unwrap();
     }
+    s
+}
+
+#[test]
+fn expire_by_age() {
+    let fs = SimFs::new();
+    let s = hundred_stamped(&fs);
     assert_eq!(s.expire(500).wait().unwrap(), 50);
     let st = s.state();
     assert_eq!((st.first_seq, st.first_ts), (51, 500));
@@ -357,6 +363,38 @@ fn expire_by_age() {
     s.set_limits(limits).wait().unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(s.state().msgs, 0);
+}
+
+/// Expiry spares the sequences it is told to keep: in whole segments it would otherwise remove
+/// at once, and in the segment it reads timestamps from. What it removed stays removed.
+#[test]
+fn expire_keeping_spares_kept_messages() {
+    let fs = SimFs::new();
+    let s = hundred_stamped(&fs);
+    // About 22 records a segment: 3 and 60 sit in wholly expired segments, 68 in the one read
+    // record by record (67..=88), 80 past the cutoff (sequence 70 is the last before it).
+    assert_eq!(
+        s.expire_keeping(700, vec![3, 60, 68, 80]).wait().unwrap(),
+        67
+    );
+    let left: Vec<u64> = std::iter::successors(s.get_next(1, None).unwrap(), |m| {
+        s.get_next(m.seq + 1, None).unwrap()
+    })
+    .map(|m| m.seq)
+    .collect();
+    let mut want = vec![3, 60, 68];
+    want.extend(71..=100);
+    assert_eq!(left, want);
+    drop(s);
+    let (s, _) = open_sim(&fs, small());
+    assert_eq!((s.state().msgs, s.state().first_seq), (33, 3));
+    let m = natter_streams::MemoryStore::new(Limits::default());
+    for ts in 0..10i64 {
+        m.append("t", Bytes::new(), b("x"), ts).wait().unwrap();
+    }
+    assert_eq!(m.expire_keeping(5, vec![2]).wait().unwrap(), 4);
+    assert_eq!(m.state().first_seq, 2);
+    assert_eq!(m.state().msgs, 6);
 }
 
 #[test]
