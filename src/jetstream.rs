@@ -224,7 +224,16 @@ impl Bridge {
         config: &JetStreamConfig,
         account: &Arc<Account>,
     ) -> std::io::Result<Arc<Bridge>> {
-        let cfg = js_config(config, &server.name, &account.name);
+        let mut cfg = js_config(config, &server.name, &account.name);
+        if let Some(a) = server
+            .config()
+            .security
+            .accounts
+            .iter()
+            .find(|a| a.name == account.name)
+        {
+            cfg.limits = a.jetstream_limits;
+        }
         let store_dir = cfg.store_dir.clone();
         let js =
             JetStream::open(cfg).map_err(|e| std::io::Error::other(format!("JetStream: {e}")))?;

@@ -113,3 +113,153 @@ fn global_account_has_jetstream_without_configured_accounts() {
         "io.nats.jetstream.api.v1.account_info_response"
     );
 }
+
+/// Accounts with their own JetStream limits (nats-server's keys and aliases), enforced with
+/// nats-server's errors and reported by `$JS.API.INFO`.
+#[test]
+fn account_jetstream_limits_are_enforced() {
+    const LIMITED: &str = "accounts {
+  L: { users: [{user: l, password: l}], jetstream: { max_streams: 2, consumers: 2, max_mem: 1K, store: 3000, max_ack_pending: 10 } }
+  R: { users: [{user: r, password: r}], jetstream: { max_bytes_required: true, store_max_stream_bytes: 1000, mem_max_stream_bytes: 500 } }
+}
+";
+    let store = temp_dir();
+    let server = Server::start_with(Some(LIMITED), &["-js", "-sd", store.to_str().unwrap()]);
+    let mut l = login(&server, "l");
+    let info = api(&mut l, "INFO", "");
+    assert_eq!(
+        info["limits"],
+        serde_json::json!({"max_memory": 1000, "max_storage": 3000, "max_streams": 2,
+            "max_consumers": 2, "max_ack_pending": 10, "memory_max_stream_bytes": -1,
+            "storage_max_stream_bytes": -1, "max_bytes_required": false}),
+        "{info}"
+    );
+    let err = |v: &serde_json::Value| {
+        (
+            v["error"]["err_code"].clone(),
+            v["error"]["description"].clone(),
+        )
+    };
+    let code = |n: u64, d: &str| (serde_json::json!(n), serde_json::json!(d));
+
+    // Reservations count against the account's storage, not the server's.
+    let r = api(
+        &mut l,
+        "STREAM.CREATE.BIG",
+        r#"{"name":"BIG","subjects":["big"],"max_bytes":5000}"#,
+    );
+    assert_eq!(
+        err(&r),
+        code(10047, "insufficient storage resources available")
+    );
+    let r = api(
+        &mut l,
+        "STREAM.CREATE.M",
+        r#"{"name":"M","subjects":["m"],"storage":"memory"}"#,
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    let r = api(
+        &mut l,
+        "STREAM.CREATE.F",
+        r#"{"name":"F","subjects":["f"]}"#,
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    let r = api(
+        &mut l,
+        "STREAM.CREATE.X",
+        r#"{"name":"X","subjects":["x"]}"#,
+    );
+    assert_eq!(err(&r), code(10027, "maximum number of streams reached"));
+    let r = api(
+        &mut l,
+        "STREAM.UPDATE.F",
+        r#"{"name":"F","subjects":["f"],"max_consumers":5}"#,
+    );
+    assert_eq!(err(&r), code(10026, "maximum consumers limit reached"));
+
+    // Publishing past the account's memory: its own error, not the server's.
+    l.send(b"SUB _INBOX.ack 1\r\n");
+    let payload = "x".repeat(100);
+    let mut refused = None;
+    for i in 0..20 {
+        l.send(format!("PUB m _INBOX.ack 100\r\n{payload}\r\n").as_bytes());
+        let ack: serde_json::Value = serde_json::from_slice(&l.read_msg().payload).unwrap();
+        if ack.get("error").is_some() {
+            refused = Some((i, ack));
+            break;
+        }
+    }
+    let (n, ack) = refused.expect("the account's memory limit is reached");
+    assert!((5..=10).contains(&n), "{n} messages of 100 B fit in 1000 B");
+    assert_eq!(
+        err(&ack),
+        code(10002, "resource limits exceeded for account")
+    );
+
+    // Consumers: the account's max_ack_pending is the default and the most; two in all.
+    let create = |c: &mut Client, name: &str, extra: &str| {
+        api(
+            c,
+            &format!("CONSUMER.CREATE.F.{name}"),
+            &format!(
+                r#"{{"stream_name":"F","config":{{"durable_name":"{name}","ack_policy":"explicit"{extra}}}}}"#
+            ),
+        )
+    };
+    let r = create(&mut l, "C1", "");
+    assert_eq!(r["config"]["max_ack_pending"], 10, "{r}");
+    let r = create(&mut l, "C2", r#","max_ack_pending":50"#);
+    assert_eq!(
+        err(&r),
+        code(10121, "consumer max ack pending exceeds system limit of 10")
+    );
+    let r = create(&mut l, "C2", r#","max_ack_pending":5"#);
+    assert_eq!(r["config"]["max_ack_pending"], 5, "{r}");
+    let r = create(&mut l, "C3", "");
+    assert_eq!(err(&r), code(10026, "maximum consumers limit reached"));
+
+    // Per-stream byte limits.
+    let mut r_ = login(&server, "r");
+    let too_big = Some((
+        10122,
+        "stream max bytes exceeds account limit max stream bytes",
+    ));
+    for (call, body, want) in [
+        (
+            "STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s"]}"#,
+            Some((
+                10113,
+                "account requires a stream config to have max bytes set",
+            )),
+        ),
+        (
+            "STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s"],"max_bytes":2000}"#,
+            too_big,
+        ),
+        (
+            "STREAM.CREATE.M",
+            r#"{"name":"M","subjects":["m"],"storage":"memory","max_bytes":1000}"#,
+            too_big,
+        ),
+        (
+            "STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s"],"max_bytes":1000}"#,
+            None,
+        ),
+        (
+            "STREAM.UPDATE.S",
+            r#"{"name":"S","subjects":["s"],"max_bytes":5000}"#,
+            too_big,
+        ),
+    ] {
+        let r = api(&mut r_, call, body);
+        match want {
+            Some((n, d)) => assert_eq!(err(&r), code(n, d), "{call} {body}"),
+            None => assert!(r.get("error").is_none(), "{call} {body}: {r}"),
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -441,7 +441,7 @@ fn not_negative(e: &Entry, n: i64) -> Result<i64, ConfigError> {
 /// `1GB`, `1G`, already applied), or a string: `""` is 0, else a signed integer followed by
 /// one of `K M G T` (upper case only; powers of 1024, so `"1G"` is 1 GiB while a bare `1G` is
 /// 10^9).
-fn storage_size(e: &Entry) -> Result<i64, ConfigError> {
+pub(crate) fn storage_size(e: &Entry) -> Result<i64, ConfigError> {
     const EXAMPLE: &str = "a size (e.g. 1GB, or \"1G\")";
     let text = match &e.item.value {
         Value::Int(n) => return Ok(*n),

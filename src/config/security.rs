@@ -134,6 +134,8 @@ pub struct Account {
     /// has it on. Once accounts are configured, only those enabling it have JetStream (the
     /// global account has it only when no accounts are configured), as in nats-server.
     pub jetstream: bool,
+    /// The account's JetStream limits (all unlimited unless `jetstream` is a map setting them).
+    pub jetstream_limits: natter_streams::AccountLimits,
     /// Where the account is defined.
     pub pos: Pos,
 }
@@ -946,6 +948,7 @@ fn accounts(
                     exports: Vec::new(),
                     imports: Vec::new(),
                     jetstream: false,
+                    jetstream_limits: Default::default(),
                     pos: item.pos.clone(),
                 });
             }
@@ -979,6 +982,7 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
         exports: Vec::new(),
         imports: Vec::new(),
         jetstream: false,
+        jetstream_limits: Default::default(),
         pos: e.pos.clone(),
     };
     let mut users = Vec::new();
@@ -989,7 +993,9 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
             "exports" => account.exports = exports(k, warnings)?,
             "imports" => account.imports = imports(k, warnings)?,
             "default_permissions" => defaults = Some(permissions(k)?),
-            "jetstream" => account.jetstream = account_jetstream(k, warnings)?,
+            "jetstream" => {
+                (account.jetstream, account.jetstream_limits) = account_jetstream(k, warnings)?
+            }
             "mappings" | "maps" | "limits" | "nkey" | "msg_trace" | "trace_dest" => {
                 ignored(warnings, k)
             }
@@ -1005,27 +1011,53 @@ fn account(e: &Entry, warnings: &mut Vec<Warning>) -> Result<(Account, Vec<User>
 }
 
 /// An account's `jetstream`: `enabled`/`disabled` (also `enable`, `disable`, any case),
-/// `true`/`false`, or a map of the account's JetStream limits, which enables it.
-fn account_jetstream(e: &Entry, warnings: &mut Vec<Warning>) -> Result<bool, ConfigError> {
-    match &e.item.value {
-        Value::Bool(b) => Ok(*b),
+/// `true`/`false`, or a map of the account's JetStream limits, which enables it. The map takes
+/// nats-server's keys and aliases; sizes as in the `jetstream` block.
+fn account_jetstream(
+    e: &Entry,
+    warnings: &mut Vec<Warning>,
+) -> Result<(bool, natter_streams::AccountLimits), ConfigError> {
+    let mut limits = natter_streams::AccountLimits::default();
+    let on = match &e.item.value {
+        Value::Bool(b) => *b,
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "enabled" | "enable" => Ok(true),
-            "disabled" | "disable" => Ok(false),
-            _ => Err(expected(e, "enabled, disabled or a map of limits")),
+            "enabled" | "enable" => true,
+            "disabled" | "disable" => false,
+            _ => return Err(expected(e, "enabled, disabled or a map of limits")),
         },
         Value::Map(m) => {
-            if !m.is_empty() {
-                warn(
-                    warnings,
-                    e,
-                    "per-account JetStream limits are not enforced by natter yet; the server-wide max_memory_store and max_file_store apply".to_string(),
-                );
+            use super::jetstream::storage_size;
+            for k in m {
+                match k.key.to_ascii_lowercase().as_str() {
+                    "max_memory" | "max_mem" | "mem" | "memory" => {
+                        limits.max_memory = storage_size(k)?
+                    }
+                    "max_file" | "max_store" | "store" | "disk" | "max_disk" => {
+                        limits.max_storage = storage_size(k)?
+                    }
+                    "max_streams" | "streams" => limits.max_streams = int(k)?,
+                    "max_consumers" | "consumers" => limits.max_consumers = int(k)?,
+                    "max_ack_pending" => limits.max_ack_pending = int(k)?,
+                    "mem_max_stream_bytes" | "memory_max_stream_bytes" => {
+                        limits.memory_max_stream_bytes = storage_size(k)?
+                    }
+                    "store_max_stream_bytes" | "disk_max_stream_bytes" => {
+                        limits.storage_max_stream_bytes = storage_size(k)?
+                    }
+                    "max_bytes_required" => limits.max_bytes_required = boolean(k)?,
+                    "cluster_traffic" => match &k.item.value {
+                        // Where a clustered stream's replication goes: no clustering here.
+                        Value::String(s) if s == "system" || s == "owner" => ignored(warnings, k),
+                        _ => return Err(expected(k, "either 'system' or 'owner'")),
+                    },
+                    _ => return Err(unknown(k)),
+                }
             }
-            Ok(true)
+            true
         }
-        _ => Err(expected(e, "enabled, disabled or a map of limits")),
-    }
+        _ => return Err(expected(e, "enabled, disabled or a map of limits")),
+    };
+    Ok((on, limits))
 }
 
 fn kind_name(kind: ExportKind) -> &'static str {
@@ -2276,15 +2308,64 @@ accounts {
                 ("E", true)
             ]
         );
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(
-            w[0].contains("per-account JetStream limits are not enforced"),
-            "{w:?}"
-        );
+        assert!(w.is_empty(), "{w:?}");
         let err = load("accounts { A: { jetstream: maybe } }")
             .unwrap_err()
             .to_string();
         assert!(err.contains("jetstream"), "{err}");
+    }
+
+    #[test]
+    fn account_jetstream_limits_and_their_aliases() {
+        let limits = |body: &str| {
+            let (s, w) = load(&format!("accounts {{ A: {{ jetstream: {{ {body} }} }} }}")).unwrap();
+            (s.accounts[0].jetstream_limits, w)
+        };
+        let (l, w) = limits(
+            "mem: 1M, disk: \"2K\", streams: 3, consumers: 4, max_ack_pending: 5, \
+             memory_max_stream_bytes: 6, disk_max_stream_bytes: 7, max_bytes_required: true, \
+             cluster_traffic: owner",
+        );
+        assert_eq!(
+            l,
+            natter_streams::AccountLimits {
+                max_memory: 1_000_000,
+                max_storage: 2048,
+                max_streams: 3,
+                max_consumers: 4,
+                max_ack_pending: 5,
+                memory_max_stream_bytes: 6,
+                storage_max_stream_bytes: 7,
+                max_bytes_required: true,
+            }
+        );
+        assert_eq!(w.len(), 1, "cluster_traffic has no effect here: {w:?}");
+        let (l, _) = limits("max_memory: 1, max_file: 2, max_streams: 3, max_consumers: 4");
+        assert_eq!(
+            (l.max_memory, l.max_storage, l.max_streams, l.max_consumers),
+            (1, 2, 3, 4)
+        );
+        let (l, _) = limits("memory: 1, max_store: 2, mem_max_stream_bytes: 3");
+        assert_eq!(
+            (l.max_memory, l.max_storage, l.memory_max_stream_bytes),
+            (1, 2, 3)
+        );
+        let (l, _) = limits("max_mem: 1, store: 2, max_disk: 3, store_max_stream_bytes: 4");
+        assert_eq!(
+            (l.max_memory, l.max_storage, l.storage_max_stream_bytes),
+            (1, 3, 4)
+        );
+        for (body, what) in [
+            ("max_file_store: 1", "unknown field"),
+            ("max_bytes_required: 5", "max_bytes_required"),
+            ("cluster_traffic: 5", "cluster_traffic"),
+            ("max_streams: many", "max_streams"),
+        ] {
+            let err = load(&format!("accounts {{ A: {{ jetstream: {{ {body} }} }} }}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{body}: {err}");
+        }
     }
 
     #[test]

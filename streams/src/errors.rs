@@ -149,6 +149,31 @@ impl ApiError {
     pub fn msg_ttl_invalid() -> Self {
         e(400, 10165, "invalid per-message TTL")
     }
+    /// 10002 `resource limits exceeded for account` (a publish past the account's own
+    /// storage limit).
+    pub fn account_resources_exceeded() -> Self {
+        e(400, 10002, "resource limits exceeded for account")
+    }
+    /// 10027 `maximum number of streams reached`.
+    pub fn max_streams() -> Self {
+        e(400, 10027, "maximum number of streams reached")
+    }
+    /// 10113 `account requires a stream config to have max bytes set`.
+    pub fn max_bytes_required() -> Self {
+        e(
+            400,
+            10113,
+            "account requires a stream config to have max bytes set",
+        )
+    }
+    /// 10122 `stream max bytes exceeds account limit max stream bytes`.
+    pub fn stream_max_bytes_exceeded() -> Self {
+        e(
+            400,
+            10122,
+            "stream max bytes exceeds account limit max stream bytes",
+        )
+    }
     /// 10011 a general storage failure.
     pub fn storage_failed(d: impl std::fmt::Display) -> Self {
         e(500, 10011, format!("jetstream store failed: {d}"))

@@ -37,6 +37,50 @@ pub struct JsConfig {
     pub block_size: u64,
     /// Server name, reported as the stream leader in `STREAM.INFO` when set.
     pub server_name: Option<String>,
+    /// The account's own limits (`accounts { A: { jetstream { ... } } }`).
+    pub limits: AccountLimits,
+}
+
+/// An account's JetStream limits, as configured and as `$JS.API.INFO` reports them; -1 (or any
+/// value below 1) is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AccountLimits {
+    /// Bytes of memory streams.
+    pub max_memory: i64,
+    /// Bytes of file streams.
+    pub max_storage: i64,
+    /// Streams.
+    pub max_streams: i64,
+    /// Consumers, over all streams.
+    pub max_consumers: i64,
+    /// The highest `max_ack_pending` a consumer may have (and its default).
+    pub max_ack_pending: i64,
+    /// The highest `max_bytes` of a memory stream.
+    pub memory_max_stream_bytes: i64,
+    /// The highest `max_bytes` of a file stream.
+    pub storage_max_stream_bytes: i64,
+    /// Every stream must set `max_bytes`.
+    pub max_bytes_required: bool,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        AccountLimits {
+            max_memory: -1,
+            max_storage: -1,
+            max_streams: -1,
+            max_consumers: -1,
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            storage_max_stream_bytes: -1,
+            max_bytes_required: false,
+        }
+    }
+}
+
+/// A limit, if it is one (`v` > 0).
+fn limit(v: i64) -> Option<i64> {
+    (v > 0).then_some(v)
 }
 
 impl Default for JsConfig {
@@ -49,6 +93,7 @@ impl Default for JsConfig {
             account: "$G".into(),
             block_size: 8 << 20,
             server_name: None,
+            limits: AccountLimits::default(),
         }
     }
 }
@@ -456,7 +501,8 @@ impl JetStream {
                 let _ = tokio::task::spawn_blocking(move || js.expire_due()).await;
             }
         });
-        let consumers = Consumers::new(outbox, handle);
+        let l = &self.inner.cfg.limits;
+        let consumers = Consumers::with_limits(outbox, handle, l.max_consumers, l.max_ack_pending);
         for s in self.streams().values() {
             let failed = consumers.load(s.clone() as Arc<dyn MsgSource>);
             for name in failed {
@@ -551,7 +597,19 @@ impl JetStream {
     /// Whether `add` more bytes would take `storage` past `limit`, by [`Self::usage`]
     /// recomputed at most every [`USAGE_REFRESH`] plus the bytes admitted since; if not, they
     /// are counted (so a burst of publishes between refreshes cannot overshoot).
-    fn over_account_limit(&self, storage: StorageType, add: u64, limit: u64) -> bool {
+    /// Whether `add` more bytes of `storage` would pass the account's limit (10002) or the
+    /// server's (10023); if neither, they are counted as used.
+    fn over_limits(&self, storage: StorageType, add: u64) -> Option<ApiError> {
+        let cfg = &self.inner.cfg;
+        let (account, server) = match storage {
+            StorageType::Memory => (cfg.limits.max_memory, cfg.max_memory),
+            StorageType::File => (cfg.limits.max_storage, cfg.max_file),
+        };
+        let account = limit(account);
+        let server = (server >= 0).then_some(server);
+        if account.is_none() && server.is_none() {
+            return None;
+        }
         let mut c = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
         if c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH) {
             let (mem, file) = self.usage();
@@ -565,11 +623,15 @@ impl JetStream {
             StorageType::Memory => &mut c.mem,
             StorageType::File => &mut c.file,
         };
-        if *v + add > limit {
-            return true;
+        let after = (*v + add) as i64;
+        if account.is_some_and(|l| after > l) {
+            return Some(ApiError::account_resources_exceeded());
+        }
+        if server.is_some_and(|l| after > l) {
+            return Some(ApiError::insufficient_resources());
         }
         *v += add;
-        false
+        None
     }
 
     /// Drops the cached usage after something freed space (purge, delete), so publishes are
@@ -604,11 +666,7 @@ impl JetStream {
         };
         let headers = headers.unwrap_or_default();
         let storage = stream.storage;
-        let limit = match storage {
-            StorageType::Memory => self.inner.cfg.max_memory,
-            StorageType::File => self.inner.cfg.max_file,
-        };
-        let over = |size: u64| limit >= 0 && self.over_account_limit(storage, size, limit as u64);
+        let over = |size: u64| self.over_limits(storage, size);
         let msg_id = util::header(&headers, "Nats-Msg-Id")
             .filter(|i| !i.is_empty())
             .map(str::to_string);
@@ -768,16 +826,7 @@ impl JetStream {
             "reserved_storage": rfile,
             "streams": streams.len(),
             "consumers": self.consumers().map_or(0, Consumers::total),
-            "limits": {
-                "max_memory": -1,
-                "max_storage": -1,
-                "max_streams": -1,
-                "max_consumers": -1,
-                "max_ack_pending": -1,
-                "memory_max_stream_bytes": -1,
-                "storage_max_stream_bytes": -1,
-                "max_bytes_required": false,
-            },
+            "limits": self.inner.cfg.limits,
             "api": {
                 "level": 1,
                 "total": self.inner.api_total.load(Ordering::Relaxed),
@@ -785,6 +834,25 @@ impl JetStream {
             },
         });
         resp("account_info_response", None, body)
+    }
+
+    /// Checks `cfg` (normalized) against the account's limits on any one stream.
+    fn check_account_limits(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
+        let l = &self.inner.cfg.limits;
+        if l.max_bytes_required && cfg.max_bytes <= 0 {
+            return Err(ApiError::max_bytes_required());
+        }
+        let cap = match cfg.storage {
+            StorageType::Memory => l.memory_max_stream_bytes,
+            StorageType::File => l.storage_max_stream_bytes,
+        };
+        if limit(cap).is_some_and(|cap| cfg.max_bytes > cap) {
+            return Err(ApiError::stream_max_bytes_exceeded());
+        }
+        if limit(l.max_consumers).is_some_and(|max| cfg.max_consumers > max) {
+            return Err(crate::consumer::config::err::max_consumers());
+        }
+        Ok(())
     }
 
     /// Checks `cfg` (normalized) against other streams and the account's resources.
@@ -807,11 +875,14 @@ impl JetStream {
                 reserved += c.config.max_bytes;
             }
         }
-        let limit = match cfg.storage {
-            StorageType::Memory => self.inner.cfg.max_memory,
-            StorageType::File => self.inner.cfg.max_file,
+        // The account's own limit where it has one, else the server's.
+        let c = &self.inner.cfg;
+        let (account, server) = match cfg.storage {
+            StorageType::Memory => (c.limits.max_memory, c.max_memory),
+            StorageType::File => (c.limits.max_storage, c.max_file),
         };
-        if limit >= 0 && cfg.max_bytes > 0 && reserved + cfg.max_bytes > limit {
+        let cap = limit(account).or((server >= 0).then_some(server));
+        if cap.is_some_and(|cap| cfg.max_bytes > 0 && reserved + cfg.max_bytes > cap) {
             return Err(match cfg.storage {
                 StorageType::Memory => ApiError::memory_resources_exceeded(),
                 StorageType::File => ApiError::storage_resources_exceeded(),
@@ -855,6 +926,12 @@ impl JetStream {
                     Err(ApiError::name_in_use())
                 };
             }
+            if limit(self.inner.cfg.limits.max_streams)
+                .is_some_and(|max| self.streams().len() as i64 >= max)
+            {
+                return Err(ApiError::max_streams());
+            }
+            self.check_account_limits(&cfg)?;
             self.check_against_others(&cfg)?;
             let dir = self.inner.dir.join(name);
             let created = now_nanos();
@@ -945,6 +1022,7 @@ impl JetStream {
             let cur = s.config();
             cur.check_update(&cfg)?;
             cfg.first_seq = cur.first_seq;
+            self.check_account_limits(&cfg)?;
             self.check_against_others(&cfg)?;
             self.write_meta(&s.dir, &cfg, s.created)?;
             let pending = s.set_config(cfg);

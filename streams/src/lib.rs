@@ -37,7 +37,9 @@ use tokio::sync::oneshot;
 
 pub use config::{StreamConfig, StreamInfo, StreamState};
 pub use errors::ApiError;
-pub use jetstream::{ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture, Route};
+pub use jetstream::{
+    AccountLimits, ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture, Route,
+};
 pub use memory::MemoryStore;
 pub use store::{DeferredWrites, FileStore, FileStoreConfig};
 

@@ -68,15 +68,16 @@ impl Mem {
             n += 1;
         }
         if let Some(age) = self.limits.max_age {
-            n += self.expire(now_nanos().saturating_sub(age.as_nanos() as i64), &[]);
+            n += self.expire(now_nanos().saturating_sub(age.as_nanos() as i64), 0, &[]);
         }
         n
     }
 
-    fn expire(&mut self, cutoff: i64, keep: &[u64]) -> u64 {
+    fn expire(&mut self, cutoff: i64, from: u64, keep: &[u64]) -> u64 {
         let seqs: Vec<u64> = self
             .msgs
-            .values()
+            .range(from..)
+            .map(|(_, m)| m)
             .take_while(|m| m.timestamp < cutoff)
             .map(|m| m.seq)
             .filter(|q| keep.binary_search(q).is_err())
@@ -167,6 +168,24 @@ impl MemoryStore {
         Ok(self.lock().msgs.get(&seq).cloned())
     }
 
+    /// Whether message `seq` is stored.
+    pub fn contains(&self, seq: u64) -> bool {
+        self.lock().msgs.contains_key(&seq)
+    }
+
+    /// The first stored sequence `>= start`.
+    pub fn next_stored(&self, start: u64) -> Option<u64> {
+        self.lock().msgs.range(start..).next().map(|(&q, _)| q)
+    }
+
+    /// Whether any message on the literal `subject` is stored.
+    pub fn holds_subject(&self, subject: &str) -> bool {
+        self.lock()
+            .subjects
+            .get(subject)
+            .is_some_and(|s| !s.is_empty())
+    }
+
     /// The first message with sequence `>= start` matching `filter`.
     pub fn get_next(&self, start: u64, filter: Option<&str>) -> Result<Option<StoredMsg>> {
         let m = self.lock();
@@ -245,12 +264,13 @@ impl MemoryStore {
 
     /// Removes messages older than `cutoff` (Unix nanoseconds).
     pub fn expire(&self, cutoff: i64) -> Pending<u64> {
-        self.expire_keeping(cutoff, Vec::new())
+        self.expire_keeping(cutoff, 0, Vec::new())
     }
 
-    /// [`MemoryStore::expire`], except for the sequences in `keep` (sorted).
-    pub fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
-        Pending::ready(self.open().map(|mut m| m.expire(cutoff, &keep)))
+    /// [`MemoryStore::expire`] from sequence `from` on, except for the sequences in `keep`
+    /// (sorted).
+    pub fn expire_keeping(&self, cutoff: i64, from: u64, keep: Vec<u64>) -> Pending<u64> {
+        Pending::ready(self.open().map(|mut m| m.expire(cutoff, from, &keep)))
     }
 
     /// Replaces the limits and enforces them.

@@ -400,6 +400,7 @@ enum Op {
     },
     Expire {
         cutoff: i64,
+        from: u64,
         keep: Vec<u64>,
         done: oneshot::Sender<Result<u64>>,
     },
@@ -858,6 +859,30 @@ impl FileStore {
         }
     }
 
+    /// Whether message `seq` is stored (from the index: no read).
+    pub fn contains(&self, seq: u64) -> bool {
+        lock(&self.shared.index).locate(seq).is_some()
+    }
+
+    /// The first stored sequence `>= start` (from the index: no read).
+    pub fn next_stored(&self, start: u64) -> Option<u64> {
+        let idx = lock(&self.shared.index);
+        let from = idx.seg_pos(start).unwrap_or(0);
+        idx.segs
+            .get(from..)
+            .unwrap_or(&[])
+            .iter()
+            .find_map(|seg| seg.live_seqs_from(start).next().map(|(q, _)| q))
+    }
+
+    /// Whether any message on the literal `subject` is stored (from the index: no read).
+    pub fn holds_subject(&self, subject: &str) -> bool {
+        let idx = lock(&self.shared.index);
+        idx.ids
+            .get(subject)
+            .is_some_and(|&id| idx.subjs[id as usize].count > 0)
+    }
+
     /// Deletes one message; `Ok(true)` if it was stored. Durable (tombstone fsynced) on completion.
     pub fn delete(&self, seq: u64) -> Pending<bool> {
         self.send(|done| Op::Delete { seq, done })
@@ -888,13 +913,18 @@ impl FileStore {
 
     /// Removes messages with a timestamp before `cutoff` (Unix nanoseconds).
     pub fn expire(&self, cutoff: i64) -> Pending<u64> {
-        self.expire_keeping(cutoff, Vec::new())
+        self.expire_keeping(cutoff, 0, Vec::new())
     }
 
-    /// [`FileStore::expire`], except for the sequences in `keep` (sorted): messages that
-    /// never expire (`Nats-TTL: never`).
-    pub fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
-        self.send(|done| Op::Expire { cutoff, keep, done })
+    /// [`FileStore::expire`] of the messages from sequence `from` on, except those in `keep`
+    /// (sorted): messages that never expire (`Nats-TTL: never`).
+    pub fn expire_keeping(&self, cutoff: i64, from: u64, keep: Vec<u64>) -> Pending<u64> {
+        self.send(|done| Op::Expire {
+            cutoff,
+            from,
+            keep,
+            done,
+        })
     }
 
     /// Replaces the retention limits and enforces them at once; completes with how many
@@ -1150,7 +1180,7 @@ impl Writer {
             if self.last_expire.elapsed() >= Duration::from_secs(1) {
                 self.last_expire = Instant::now();
                 let cutoff = now_nanos().saturating_sub(age.as_nanos() as i64);
-                if let Err(e) = self.expire(cutoff, &[]) {
+                if let Err(e) = self.expire(cutoff, 0, &[]) {
                     tracing::warn!("store: age expiry failed: {e}");
                 }
             }
@@ -1476,8 +1506,13 @@ impl Writer {
                 let r = self.check().and_then(|_| self.purge(&req));
                 let _ = done.send(r);
             }
-            Op::Expire { cutoff, keep, done } => {
-                let r = self.check().and_then(|_| self.expire(cutoff, &keep));
+            Op::Expire {
+                cutoff,
+                from,
+                keep,
+                done,
+            } => {
+                let r = self.check().and_then(|_| self.expire(cutoff, from, &keep));
                 let _ = done.send(r);
             }
             Op::SetLimits { limits, done } => {
@@ -1537,9 +1572,10 @@ impl Writer {
         Ok(n)
     }
 
-    /// Removes messages older than `cutoff` except those in `keep` (sorted).
-    fn expire(&mut self, cutoff: i64, keep: &[u64]) -> Result<u64> {
-        let kept = |q: u64| keep.binary_search(&q).is_ok();
+    /// Removes messages older than `cutoff` from sequence `from` on, except those in `keep`
+    /// (sorted).
+    fn expire(&mut self, cutoff: i64, from: u64, keep: &[u64]) -> Result<u64> {
+        let kept = |q: u64| q < from || keep.binary_search(&q).is_ok();
         // Whole segments whose newest message is older than the cutoff go at once (unless they
         // hold a kept message); within the first remaining segment, timestamps are read from
         // the record headers.
@@ -1548,12 +1584,12 @@ impl Writer {
             let mut plan = Vec::new();
             let mut partial = None;
             for seg in &idx.segs {
-                if seg.live == 0 {
+                if seg.live == 0 || seg.last_seq() < from {
                     continue;
                 }
                 if seg.max_ts < cutoff {
-                    let from = keep.partition_point(|&q| q < seg.base);
-                    if keep.get(from).is_some_and(|&q| q <= seg.last_seq()) {
+                    let k = keep.partition_point(|&q| q < seg.base);
+                    if seg.base < from || keep.get(k).is_some_and(|&q| q <= seg.last_seq()) {
                         let seqs: Vec<u64> = seg
                             .live_seqs()
                             .map(|(q, _)| q)

@@ -53,6 +53,15 @@ impl Store {
     ) -> Result<Vec<StoredMsg>> {
         delegate!(self, s => s.get_run(start, filter, max))
     }
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        delegate!(self, s => s.contains(seq))
+    }
+    pub(crate) fn next_stored(&self, start: u64) -> Option<u64> {
+        delegate!(self, s => s.next_stored(start))
+    }
+    pub(crate) fn holds_subject(&self, subject: &str) -> bool {
+        delegate!(self, s => s.holds_subject(subject))
+    }
     pub(crate) fn last_for_subject(&self, subj: &str) -> Result<Option<StoredMsg>> {
         delegate!(self, s => s.last_for_subject(subj))
     }
@@ -62,8 +71,8 @@ impl Store {
     pub(crate) fn purge(&self, req: PurgeRequest) -> Pending<u64> {
         delegate!(self, s => s.purge(req))
     }
-    pub(crate) fn expire_keeping(&self, cutoff: i64, keep: Vec<u64>) -> Pending<u64> {
-        delegate!(self, s => s.expire_keeping(cutoff, keep))
+    pub(crate) fn expire_keeping(&self, cutoff: i64, from: u64, keep: Vec<u64>) -> Pending<u64> {
+        delegate!(self, s => s.expire_keeping(cutoff, from, keep))
     }
     pub(crate) fn set_limits(&self, l: Limits) -> Pending<u64> {
         delegate!(self, s => s.set_limits(l))
@@ -122,13 +131,28 @@ pub(crate) struct Mutable {
 /// What `Nats-TTL` headers asked for: when each message expires, and which never do. An entry
 /// whose message was removed otherwise stays until it is due (or, for `never`, until the
 /// stream's first sequence passes it); deleting a missing message does nothing.
-#[derive(Default)]
 struct Ttls {
     /// (deadline in Unix nanoseconds, sequence).
     due: BTreeSet<(i64, u64)>,
     never: BTreeSet<u64>,
     /// When [`Stream::expire_due`] last applied `max_age` (Unix nanoseconds).
     age_pass: i64,
+    /// Entries (of both kinds) past which stale ones are swept out.
+    sweep_at: usize,
+}
+
+/// The fewest entries worth sweeping.
+const SWEEP_MIN: usize = 1024;
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Ttls {
+            due: BTreeSet::new(),
+            never: BTreeSet::new(),
+            age_pass: 0,
+            sweep_at: SWEEP_MIN,
+        }
+    }
 }
 
 impl Ttls {
@@ -142,6 +166,27 @@ impl Ttls {
                 self.due.insert((stored.saturating_add(nanos), seq));
             }
         }
+    }
+
+    /// The first stored message not marked `never` (index lookups only).
+    fn first_mortal(&self, store: &Store) -> Option<u64> {
+        let mut q = store.next_stored(0)?;
+        while self.never.contains(&q) {
+            q = store.next_stored(q + 1)?;
+        }
+        Some(q)
+    }
+
+    /// Drops the entries of messages removed otherwise (deleted, purged, rolled up, over a
+    /// limit), which would pile up, once the entries have doubled since the last sweep: a sweep
+    /// costs one index lookup per entry, so about one per entry added.
+    fn prune_if_grown(&mut self, store: &Store) {
+        if self.due.len() + self.never.len() <= self.sweep_at {
+            return;
+        }
+        self.due.retain(|&(_, q)| store.contains(q));
+        self.never.retain(|&q| store.contains(q));
+        self.sweep_at = (2 * (self.due.len() + self.never.len())).max(SWEEP_MIN);
     }
 
     /// Takes the sequences due at `now`.
@@ -278,33 +323,36 @@ impl Stream {
     pub(crate) fn expire_due(&self, now: i64) -> Vec<String> {
         let (due, age, markers) = {
             let mut m = self.lock();
+            m.ttls.prune_if_grown(&self.store);
             let due = m.ttls.take_due(now);
             let markers = m.config.marker_ttl().is_some();
             let cfg = &m.config;
-            // Once a second, as the file store does it: with `never` messages the oldest,
-            // a pass finds little to remove and still walks them.
+            // Once a second, as the file store does it.
             let age = (cfg.max_age > 0
                 && (cfg.allow_msg_ttl || self.storage == StorageType::Memory)
                 && now.saturating_sub(m.ttls.age_pass) >= 1_000_000_000)
                 .then(|| now.saturating_sub(cfg.max_age));
             let age = age.and_then(|cutoff| {
                 m.ttls.age_pass = now;
-                let st = self.store.state();
-                (st.msgs > 0 && st.first_ts < cutoff).then(|| {
-                    let kept = m.ttls.never.split_off(&st.first_seq);
-                    m.ttls.never = kept;
-                    (cutoff, m.ttls.never.iter().copied().collect::<Vec<u64>>())
-                })
+                // From the oldest message that can age out (found in the index, past the
+                // `never` ones). What is appended later is younger than the cutoff.
+                let from = m.ttls.first_mortal(&self.store)?;
+                let keep = m.ttls.never.range(from..).copied().collect::<Vec<u64>>();
+                Some((cutoff, from, keep))
             });
             (due, age, markers)
         };
+        // Nothing to do if that message is young enough (read without the stream locked).
+        let age = age.filter(|&(cutoff, from, _)| {
+            matches!(self.store.get(from), Ok(Some(msg)) if msg.timestamp < cutoff)
+        });
         if !markers {
             // Removals finish on the store's own time; nothing here waits for them.
             for seq in due {
                 drop(self.store.delete(seq));
             }
-            if let Some((cutoff, keep)) = age {
-                drop(self.store.expire_keeping(cutoff, keep));
+            if let Some((cutoff, from, keep)) = age {
+                drop(self.store.expire_keeping(cutoff, from, keep));
             }
             return Vec::new();
         }
@@ -323,8 +371,8 @@ impl Stream {
             }
         }
         let mut expiry = None;
-        if let Some((cutoff, keep)) = age {
-            let mut next = self.store.state().first_seq;
+        if let Some((cutoff, from, keep)) = age {
+            let mut next = from;
             'scan: while let Ok(run) = self.store.get_run(next, None, 256) {
                 let Some(last) = run.last() else { break };
                 next = last.seq + 1;
@@ -337,7 +385,7 @@ impl Stream {
                     }
                 }
             }
-            expiry = Some(self.store.expire_keeping(cutoff, keep));
+            expiry = Some(self.store.expire_keeping(cutoff, from, keep));
         }
         for d in deletes {
             let _ = d.wait();
@@ -393,14 +441,14 @@ impl Stream {
         }
     }
 
-    /// Checks a publish against the config and headers and appends it. `over_account` says
-    /// whether `size` more bytes would exceed the account's storage for this stream's type.
+    /// Checks a publish against the config and headers and appends it. `over_limits` says
+    /// whether `size` more bytes would pass a storage limit for this stream's type, and which.
     pub(crate) fn admit(
         &self,
         subject: &str,
         headers: Bytes,
         payload: Bytes,
-        over_account: impl FnOnce(u64) -> bool,
+        over_limits: impl FnOnce(u64) -> Option<ApiError>,
     ) -> Admit {
         let mut m = self.lock();
         let cfg = &m.config;
@@ -469,8 +517,10 @@ impl Stream {
                     .filter(|_| m.config.max_msgs_per_subject != 1);
                 if let (Some(floor), Some(MsgTtl::After(d))) = (floor, ttl) {
                     if d < floor {
-                        ttl = Some(MsgTtl::After(floor));
-                        clamped = Some(floor.as_secs());
+                        // Whole seconds, as the rewritten header says (and a restart reads).
+                        let secs = floor.as_secs().max(1);
+                        ttl = Some(MsgTtl::After(Duration::from_secs(secs)));
+                        clamped = Some(secs);
                     }
                 }
             }
@@ -529,8 +579,8 @@ impl Stream {
                 }
             }
         }
-        if over_account(size) {
-            return Admit::Reject(ApiError::insufficient_resources());
+        if let Some(e) = over_limits(size) {
+            return Admit::Reject(e);
         }
         let headers = match clamped {
             Some(secs) => util::replace_header(&headers, "Nats-TTL", &secs.to_string()).into(),
@@ -585,8 +635,15 @@ impl Stream {
     pub(crate) fn place_marker(&self, subject: &str) -> Option<(Append, u64)> {
         let mut m = self.lock();
         let ttl = m.config.marker_ttl()?;
-        if m.inflight_subj.contains_key(subject)
-            || !matches!(self.store.last_for_subject(subject), Ok(None))
+        // Not in a sealed stream, nor on a subject the stream no longer takes.
+        if m.config.sealed
+            || !m
+                .config
+                .subjects
+                .iter()
+                .any(|f| crate::subject::matches(f, subject))
+            || m.inflight_subj.contains_key(subject)
+            || self.store.holds_subject(subject)
         {
             return None;
         }
@@ -673,5 +730,44 @@ impl Stream {
             }),
             consumer_count: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TTL index does not keep entries of messages removed otherwise (here each one by
+    /// the next on its subject, with `max_msgs_per_subject: 1`).
+    #[test]
+    fn ttl_entries_of_removed_messages_are_swept() {
+        let mut cfg = StreamConfig::new("T", &["t.*"]);
+        cfg.allow_msg_ttl = true;
+        cfg.max_msgs_per_subject = 1;
+        cfg.storage = StorageType::Memory;
+        cfg.normalize().unwrap();
+        let s = Stream::open(cfg, 0, PathBuf::new(), SyncPolicy::Always, 1 << 20).unwrap();
+        for i in 0..3000 {
+            let (subject, ttl) = if i % 2 == 0 {
+                ("t.never", "never")
+            } else {
+                ("t.later", "1h")
+            };
+            let h = Bytes::from(format!("NATS/1.0\r\nNats-TTL: {ttl}\r\n\r\n"));
+            match s.admit(subject, h, Bytes::from_static(b"x"), |_| None) {
+                Admit::Stored { append, .. } => {
+                    append.wait().unwrap();
+                }
+                _ => panic!("not stored"),
+            }
+        }
+        let entries = |s: &Stream| {
+            let m = s.lock();
+            (m.ttls.due.len(), m.ttls.never.len())
+        };
+        assert_eq!(entries(&s), (1500, 1500));
+        s.expire_due(now_nanos());
+        assert_eq!(entries(&s), (1, 1));
+        assert_eq!(s.lock().ttls.never.first(), Some(&2999));
     }
 }

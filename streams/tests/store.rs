@@ -374,7 +374,9 @@ fn expire_keeping_spares_kept_messages() {
     // About 22 records a segment: 3 and 60 sit in wholly expired segments, 68 in the one read
     // record by record (67..=88), 80 past the cutoff (sequence 70 is the last before it).
     assert_eq!(
-        s.expire_keeping(700, vec![3, 60, 68, 80]).wait().unwrap(),
+        s.expire_keeping(700, 0, vec![3, 60, 68, 80])
+            .wait()
+            .unwrap(),
         67
     );
     let left: Vec<u64> = std::iter::successors(s.get_next(1, None).unwrap(), |m| {
@@ -385,14 +387,17 @@ fn expire_keeping_spares_kept_messages() {
     let mut want = vec![3, 60, 68];
     want.extend(71..=100);
     assert_eq!(left, want);
+    // Only from a sequence on: 90..=100 but 95 are removed.
+    assert_eq!(s.expire_keeping(2000, 90, vec![95]).wait().unwrap(), 10);
     drop(s);
     let (s, _) = open_sim(&fs, small());
-    assert_eq!((s.state().msgs, s.state().first_seq), (33, 3));
+    assert_eq!((s.state().msgs, s.state().first_seq), (23, 3));
+    assert_eq!(s.get_next(90, None).unwrap().unwrap().seq, 95);
     let m = natter_streams::MemoryStore::new(Limits::default());
     for ts in 0..10i64 {
         m.append("t", Bytes::new(), b("x"), ts).wait().unwrap();
     }
-    assert_eq!(m.expire_keeping(5, vec![2]).wait().unwrap(), 4);
+    assert_eq!(m.expire_keeping(5, 0, vec![2]).wait().unwrap(), 4);
     assert_eq!(m.state().first_seq, 2);
     assert_eq!(m.state().msgs, 6);
 }

@@ -131,6 +131,9 @@ struct Registry {
     streams: Mutex<HashMap<String, PerStream>>,
     /// Serializes create/update/delete.
     admin: Mutex<()>,
+    /// The account's limits on consumers: how many, and their `max_ack_pending`.
+    max_consumers: Option<i64>,
+    max_ack_pending: Option<i64>,
 }
 
 /// All consumers of one account's streams. Cheap to clone.
@@ -184,8 +187,25 @@ impl Consumers {
                 handle,
                 streams: Mutex::new(HashMap::new()),
                 admin: Mutex::new(()),
+                max_consumers: None,
+                max_ack_pending: None,
             }),
         }
+    }
+
+    /// [`Consumers::new`] for an account limiting how many consumers it has and their
+    /// `max_ack_pending` (values below 1 are no limit).
+    pub fn with_limits(
+        outbox: Arc<dyn Outbox>,
+        handle: Handle,
+        max_consumers: i64,
+        max_ack_pending: i64,
+    ) -> Consumers {
+        let mut c = Consumers::new(outbox, handle);
+        let r = Arc::get_mut(&mut c.r).expect("not shared yet");
+        r.max_consumers = (max_consumers > 0).then_some(max_consumers);
+        r.max_ack_pending = (max_ack_pending > 0).then_some(max_ack_pending);
+        c
     }
 
     fn streams(&self) -> MutexGuard<'_, HashMap<String, PerStream>> {
@@ -726,8 +746,21 @@ impl Consumers {
             cfg.name = random_id(8);
         }
         let scfg = src.config();
+        let asked_ack_pending = cfg.max_ack_pending;
         if let Err(e) = cfg.normalize(&scfg) {
             return fail(e);
+        }
+        if let (Some(max), true) = (self.r.max_ack_pending, cfg.ack_policy != AckPolicy::None) {
+            // The account's limit caps the default, and refuses more (or unlimited).
+            if asked_ack_pending == 0 {
+                cfg.max_ack_pending = cfg.max_ack_pending.min(max);
+            } else if cfg.max_ack_pending > max || cfg.max_ack_pending < 0 {
+                return fail(ApiError {
+                    code: 400,
+                    err_code: 10121,
+                    description: format!("consumer max ack pending exceeds system limit of {max}"),
+                });
+            }
         }
         let _g = self.r.admin.lock().unwrap_or_else(|e| e.into_inner());
         let existing = self.get(src.name(), &cfg.name);
@@ -753,6 +786,13 @@ impl Consumers {
             (None, _) => {
                 let others = self.list_of(src.name());
                 if scfg.max_consumers > 0 && others.len() as i64 >= scfg.max_consumers {
+                    return fail(err::max_consumers());
+                }
+                if self
+                    .r
+                    .max_consumers
+                    .is_some_and(|max| self.total() as i64 >= max)
+                {
                     return fail(err::max_consumers());
                 }
                 if scfg.retention == Retention::WorkQueue {
