@@ -1092,7 +1092,7 @@ async fn per_message_ttl() {
     let (_store, _server, js) = setup().await;
     let mut cfg = config("TTL", &["ttl.>"]);
     cfg.allow_message_ttl = true;
-    cfg.max_age = Duration::from_secs(3);
+    cfg.max_age = Duration::from_secs(4);
     let mut s = create(&js, cfg).await;
     for (subject, ttl) in [
         ("ttl.short", "1s"),
@@ -1120,7 +1120,7 @@ async fn per_message_ttl() {
     assert_eq!(st.first_sequence, 4);
 
     let mut off = config("TTL", &["ttl.>"]);
-    off.max_age = Duration::from_secs(3);
+    off.max_age = Duration::from_secs(4);
     let r = within("update", js.update_stream(off)).await;
     assert_js_err(r, 500, 10052, "message TTL status can not be disabled");
 }
@@ -1136,7 +1136,8 @@ async fn message_ttls_survive_restart() {
         let js = js(&server).await;
         let mut cfg = config("TR", &["tr.>"]);
         cfg.allow_message_ttl = true;
-        cfg.max_age = Duration::from_secs(4);
+        // Room for a slow restart between the TTL and max_age.
+        cfg.max_age = Duration::from_secs(6);
         create(&js, cfg).await;
         for (subject, ttl) in [("tr.ttl", "2s"), ("tr.never", "never")] {
             publish_with(&js, subject, "x", |p| p.header("Nats-TTL", ttl))
@@ -1175,7 +1176,7 @@ async fn subject_delete_markers() {
         10052,
         "subject delete marker TTL must be at least 1 second",
     );
-    cfg.subject_delete_marker_ttl = Some(Duration::from_secs(2));
+    cfg.subject_delete_marker_ttl = Some(Duration::from_secs(3));
     cfg.deny_purge = true;
     cfg.allow_rollup = true;
     let r = within("create", js.create_stream(cfg.clone())).await;
@@ -1201,7 +1202,7 @@ async fn subject_delete_markers() {
     let m = within("get", s.get_last_raw_message_by_subject("sdm.ttl"))
         .await
         .unwrap();
-    assert_eq!(m.headers.get("Nats-TTL").map(|v| v.as_str()), Some("2"));
+    assert_eq!(m.headers.get("Nats-TTL").map(|v| v.as_str()), Some("3"));
 
     // Each emptied subject gets one marker, after the four messages they replace.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1221,7 +1222,7 @@ async fn subject_delete_markers() {
         assert!(m.payload.is_empty());
         let h = |k: &str| m.headers.get(k).map(|v| v.as_str().to_string());
         assert_eq!(h("Nats-Marker-Reason").as_deref(), Some("MaxAge"));
-        assert_eq!(h("Nats-TTL").as_deref(), Some("2s"));
+        assert_eq!(h("Nats-TTL").as_deref(), Some("3s"));
         assert_eq!(h("Nats-Rollup").as_deref(), Some("sub"));
     }
     // Markers expire in turn and leave no markers behind.
