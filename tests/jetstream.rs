@@ -1244,3 +1244,86 @@ async fn idle_memory_stream_expires_by_age() {
     seq(&js, "mage.b").await;
     wait_subjects(&mut s, "max_age", |c| c.is_empty()).await;
 }
+
+fn republish_to(source: &str, destination: &str, headers_only: bool) -> Option<stream::Republish> {
+    Some(stream::Republish {
+        source: source.into(),
+        destination: destination.into(),
+        headers_only,
+    })
+}
+
+/// Stored messages published again, mapped, with where they are stored in headers; before
+/// the PubAck, as nats-server does it.
+#[tokio::test]
+async fn republish() {
+    let (_store, server, js) = setup().await;
+    let mut cfg = config("RC", &["rc.>"]);
+    cfg.republish = republish_to("rc.>", "rc.x.>", false);
+    let r = within("create", js.create_stream(cfg.clone())).await;
+    assert_js_err(
+        r,
+        500,
+        10052,
+        "stream configuration for republish destination forms a cycle",
+    );
+    cfg.republish = republish_to("rc.*", "out.*", false);
+    let r = within("create", js.create_stream(cfg)).await;
+    assert_js_err(
+        r,
+        500,
+        10052,
+        "stream configuration for republish with transform from 'rc.*' to 'out.*' not valid",
+    );
+
+    let client = within("connect", async_nats::connect(server.url()))
+        .await
+        .unwrap();
+    let mut out = within("sub", client.subscribe("out.>")).await.unwrap();
+    let mut hh = within("sub", client.subscribe("hh.>")).await.unwrap();
+    within("flush", client.flush()).await.unwrap();
+    let mut cfg = config("RP", &["rp.>"]);
+    cfg.republish = republish_to("rp.*.x", "out.$1", false);
+    create(&js, cfg).await;
+    let mut cfg = config("HO", &["ho.>"]);
+    cfg.republish = republish_to("", "hh.>", true);
+    create(&js, cfg).await;
+
+    publish_with(&js, "rp.a.x", "hello", |p| p.header("Foo", "bar"))
+        .await
+        .unwrap();
+    seq(&js, "rp.b.y").await;
+    publish_with(&js, "rp.a.x", "again", |p| p).await.unwrap();
+    seq(&js, "ho.1").await;
+    let got = |m: &async_nats::Message, k: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .map(|v| v.as_str().to_string())
+    };
+    let m = within("republished", out.next()).await.unwrap();
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("out.a", &b"hello"[..])
+    );
+    for (k, v) in [
+        ("Foo", "bar"),
+        ("Nats-Stream", "RP"),
+        ("Nats-Subject", "rp.a.x"),
+        ("Nats-Sequence", "1"),
+        ("Nats-Last-Sequence", "0"),
+    ] {
+        assert_eq!(got(&m, k).as_deref(), Some(v), "{k}");
+    }
+    assert!(got(&m, "Nats-Time-Stamp").is_some_and(|t| t.ends_with('Z')));
+    // rp.b.y is not republished; the next one's previous message on its subject is 1.
+    let m = within("republished", out.next()).await.unwrap();
+    assert_eq!(&m.payload[..], b"again");
+    assert_eq!(got(&m, "Nats-Sequence").as_deref(), Some("3"));
+    assert_eq!(got(&m, "Nats-Last-Sequence").as_deref(), Some("1"));
+    let m = within("headers only", hh.next()).await.unwrap();
+    assert_eq!(m.subject.as_str(), "hh.ho.1");
+    assert!(m.payload.is_empty());
+    assert_eq!(got(&m, "Nats-Msg-Size").as_deref(), Some("1"));
+    assert_eq!(got(&m, "Nats-Stream").as_deref(), Some("HO"));
+}

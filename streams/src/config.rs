@@ -45,6 +45,30 @@ pub enum Discard {
     New,
 }
 
+/// `republish`: stored messages matching `src` are published again to `dest` (mapped as
+/// subject mappings are), with `Nats-Stream`, `Nats-Subject`, `Nats-Sequence`,
+/// `Nats-Time-Stamp` and `Nats-Last-Sequence` headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Republish {
+    /// Which subjects (`>` when empty).
+    #[serde(default)]
+    pub src: String,
+    /// Where to, with `$N` or `{{wildcard(N)}}` for the source's `*` and `>` for its `>`.
+    #[serde(default)]
+    pub dest: String,
+    /// Headers only, with `Nats-Msg-Size`, no payload.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+}
+
+impl Republish {
+    /// The mapping (checked by [`StreamConfig::normalize`]); `None` for an empty `dest`,
+    /// which nats-server accepts and natter takes as nowhere.
+    pub fn transform(&self) -> Option<crate::republish::Transform> {
+        crate::republish::Transform::new(&self.src, &self.dest).ok()
+    }
+}
+
 /// `consumer_limits`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerLimits {
@@ -65,7 +89,6 @@ const UNSUPPORTED: &[&str] = &[
     "placement",
     "mirror",
     "sources",
-    "republish",
     "subject_transform",
     "template_owner",
     "mirror_direct",
@@ -123,6 +146,9 @@ pub struct StreamConfig {
     /// `none` (natter does not compress).
     #[serde(default = "compression_none")]
     pub compression: String,
+    /// Publish stored messages again, elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<Republish>,
     /// Disable publish acknowledgements.
     #[serde(default, skip_serializing_if = "is_false")]
     pub no_ack: bool,
@@ -353,6 +379,29 @@ impl StreamConfig {
                 )));
             }
             seen.push(s);
+        }
+        if let Some(r) = &mut self.republish {
+            if r.src.is_empty() {
+                r.src = ">".into();
+            }
+            if !r.dest.is_empty() {
+                use crate::republish::{Transform, TransformError};
+                let t = Transform::new(&r.src, &r.dest).map_err(|e| match e {
+                    TransformError::Invalid => ApiError::invalid_config(format!(
+                        "stream configuration for republish with transform from '{}' to '{}' not valid",
+                        r.src, r.dest
+                    )),
+                    TransformError::Unsupported(f) => ApiError::invalid_config(format!(
+                        "republish destination function \"{f}\" is not supported by natter"
+                    )),
+                })?;
+                let dest = t.dest_filter();
+                if self.subjects.iter().any(|s| util::overlaps(s, &dest)) {
+                    return Err(ApiError::invalid_config(
+                        "stream configuration for republish destination forms a cycle",
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -687,6 +687,7 @@ impl JetStream {
                 append,
                 rollup,
                 size,
+                republish,
             } => {
                 let subject = subject.to_string();
                 let consumers = self.inner.consumers.get().cloned();
@@ -713,6 +714,10 @@ impl JetStream {
                     if let Some(c) = &consumers {
                         if let Some(dropped) = c.stored(&stream.name, seq) {
                             let _ = dropped.await;
+                        }
+                        // Before the PubAck, as nats-server does.
+                        if let Some(r) = republish {
+                            c.outbox().send(&r.dest, None, Some(&r.headers), &r.payload);
                         }
                     }
                     pub_ack(&stream.name, seq, false)

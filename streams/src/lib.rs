@@ -22,6 +22,7 @@ mod jetstream;
 mod memory;
 pub mod metrics;
 pub mod record;
+pub mod republish;
 mod store;
 mod stream;
 pub mod subject;

@@ -178,6 +178,11 @@ impl MemoryStore {
         self.lock().msgs.range(start..).next().map(|(&q, _)| q)
     }
 
+    /// The last sequence stored on the literal `subject`.
+    pub fn last_seq_for(&self, subject: &str) -> Option<u64> {
+        self.lock().subjects.get(subject)?.last().copied()
+    }
+
     /// Whether any message on the literal `subject` is stored.
     pub fn holds_subject(&self, subject: &str) -> bool {
         self.lock()

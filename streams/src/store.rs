@@ -875,6 +875,13 @@ impl FileStore {
             .find_map(|seg| seg.live_seqs_from(start).next().map(|(q, _)| q))
     }
 
+    /// The last sequence stored on the literal `subject` (from the index: no read).
+    pub fn last_seq_for(&self, subject: &str) -> Option<u64> {
+        let idx = lock(&self.shared.index);
+        let info = &idx.subjs[*idx.ids.get(subject)? as usize];
+        (info.count > 0).then_some(info.last)
+    }
+
     /// Whether any message on the literal `subject` is stored (from the index: no read).
     pub fn holds_subject(&self, subject: &str) -> bool {
         let idx = lock(&self.shared.index);

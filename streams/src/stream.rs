@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::config::{Discard, Retention, StorageType, StreamConfig, StreamState};
 use crate::errors::ApiError;
+use crate::republish::{self, Transform};
 use crate::util::{self, header, now_nanos, MsgTtl};
 use crate::{
     msg_size, Append, FileStore, FileStoreConfig, Limits, MemoryStore, Pending, PurgeRequest,
@@ -58,6 +59,9 @@ impl Store {
     }
     pub(crate) fn next_stored(&self, start: u64) -> Option<u64> {
         delegate!(self, s => s.next_stored(start))
+    }
+    pub(crate) fn last_seq_for(&self, subject: &str) -> Option<u64> {
+        delegate!(self, s => s.last_seq_for(subject))
     }
     pub(crate) fn holds_subject(&self, subject: &str) -> bool {
         delegate!(self, s => s.holds_subject(subject))
@@ -126,6 +130,8 @@ pub(crate) struct Mutable {
     /// ...and per subject: (last sequence, count).
     inflight_subj: HashMap<String, (u64, u64)>,
     ttls: Ttls,
+    /// `config.republish`'s mapping, parsed once.
+    republish: Option<Transform>,
 }
 
 /// What `Nats-TTL` headers asked for: when each message expires, and which never do. An entry
@@ -231,12 +237,21 @@ pub(crate) enum Admit {
     Reject(ApiError),
     /// A duplicate of `seq`; `wait` is set if the original may not be durable yet.
     Duplicate { seq: u64, wait: Option<Pending<()>> },
-    /// Appended, `size` bytes as stored (a clamped `Nats-TTL` may change it).
+    /// Appended, `size` bytes as stored (a clamped `Nats-TTL` may change it); what to
+    /// republish once it is durable.
     Stored {
         append: Append,
         rollup: Option<bool>,
         size: u64,
+        republish: Option<Republished>,
     },
+}
+
+/// A message to publish again (`republish`), once the stored one is durable.
+pub(crate) struct Republished {
+    pub(crate) dest: String,
+    pub(crate) headers: Vec<u8>,
+    pub(crate) payload: Bytes,
 }
 
 impl Stream {
@@ -283,8 +298,13 @@ impl Stream {
                 inflight_bytes: 0,
                 inflight_subj: HashMap::new(),
                 ttls: Ttls::default(),
+                republish: None,
             }),
         };
+        {
+            let mut m = stream.lock();
+            m.republish = m.config.republish.as_ref().and_then(|r| r.transform());
+        }
         stream.rebuild_dedupe();
         stream.rebuild_ttls()?;
         Ok(stream)
@@ -587,14 +607,35 @@ impl Stream {
             None => headers,
         };
         let size = msg_size(subject, &headers, &payload);
+        // Where to republish, and the subject's previous message (before this append counts).
+        let republish = m
+            .republish
+            .as_ref()
+            .and_then(|t| t.apply(subject))
+            .map(|dest| {
+                let last = m.inflight_subj.get(subject).map(|e| e.0);
+                let last = last.or_else(|| self.store.last_seq_for(subject));
+                (dest, last.unwrap_or(0), headers.clone(), payload.clone())
+            });
         let append = self.append_locked(&mut m, subject, headers, payload, now);
         if let Some(t) = ttl {
             m.ttls.add(append.seq(), now, t);
         }
+        let republish = republish.map(|(dest, last, headers, payload)| {
+            let only = m.config.republish.as_ref().is_some_and(|r| r.headers_only);
+            let (name, seq) = (&self.name, append.seq());
+            let size_only = only.then_some(payload.len());
+            Republished {
+                dest,
+                headers: republish::headers(&headers, name, subject, seq, now, last, size_only),
+                payload: if only { Bytes::new() } else { payload },
+            }
+        });
         Admit::Stored {
             append,
             rollup,
             size,
+            republish,
         }
     }
 
@@ -689,7 +730,10 @@ impl Stream {
     /// Replaces the config (already validated) and applies its limits to the store.
     pub(crate) fn set_config(&self, config: StreamConfig) -> Pending<u64> {
         let limits = store_limits(&config);
-        self.lock().config = config;
+        let mut m = self.lock();
+        m.republish = config.republish.as_ref().and_then(|r| r.transform());
+        m.config = config;
+        drop(m);
         self.store.set_limits(limits)
     }
 

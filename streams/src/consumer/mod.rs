@@ -208,6 +208,11 @@ impl Consumers {
         c
     }
 
+    /// Where consumers publish: the account.
+    pub fn outbox(&self) -> &Arc<dyn Outbox> {
+        &self.r.outbox
+    }
+
     fn streams(&self) -> MutexGuard<'_, HashMap<String, PerStream>> {
         self.r.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
