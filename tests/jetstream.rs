@@ -1267,6 +1267,15 @@ async fn republish() {
         10052,
         "stream configuration for republish destination forms a cycle",
     );
+    // The destination as written overlaps, before it is looked at as a mapping.
+    cfg.republish = republish_to("rc.*", "rc.*", false);
+    let r = within("create", js.create_stream(cfg.clone())).await;
+    assert_js_err(
+        r,
+        500,
+        10052,
+        "stream configuration for republish destination forms a cycle",
+    );
     cfg.republish = republish_to("rc.*", "out.*", false);
     let r = within("create", js.create_stream(cfg)).await;
     assert_js_err(
@@ -1326,4 +1335,34 @@ async fn republish() {
     assert!(m.payload.is_empty());
     assert_eq!(got(&m, "Nats-Msg-Size").as_deref(), Some("1"));
     assert_eq!(got(&m, "Nats-Stream").as_deref(), Some("HO"));
+}
+
+/// Two streams republishing into each other: each message goes round once (a message that
+/// says it was republished by a stream is not republished by it again), where nats-server
+/// would loop for ever. The server stays up and answers.
+#[tokio::test]
+async fn republish_cycle_between_streams_ends() {
+    if !is_natter() {
+        return;
+    }
+    let (_store, _server, js) = setup().await;
+    let mut a = config("A", &["a.>"]);
+    a.storage = stream::StorageType::Memory;
+    a.republish = republish_to(">", "b.>", false);
+    let mut a = create(&js, a).await;
+    let mut b = config("B", &["b.>"]);
+    b.storage = stream::StorageType::Memory;
+    b.republish = republish_to(">", "a.>", false);
+    let mut b = create(&js, b).await;
+    for _ in 0..3 {
+        seq(&js, "a.1").await;
+    }
+    // a.1 -> b.a.1 -> a.b.a.1, which A does not republish again.
+    let counts = wait_subjects(&mut a, "A", |c| c.get("a.b.a.1") == Some(&3)).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let counts = wait_subjects(&mut b, "B", |c| c.get("b.a.1") == Some(&3)).await;
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = within("info", a.info()).await.unwrap().state.clone();
+    assert_eq!(st.messages, 6);
 }

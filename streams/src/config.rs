@@ -386,7 +386,13 @@ impl StreamConfig {
             }
             if !r.dest.is_empty() {
                 use crate::republish::{Transform, TransformError};
-                let t = Transform::new(&r.src, &r.dest).map_err(|e| match e {
+                // As nats-server: the destination as written, before it is checked as a mapping.
+                if self.subjects.iter().any(|s| util::overlaps(s, &r.dest)) {
+                    return Err(ApiError::invalid_config(
+                        "stream configuration for republish destination forms a cycle",
+                    ));
+                }
+                Transform::new(&r.src, &r.dest).map_err(|e| match e {
                     TransformError::Invalid => ApiError::invalid_config(format!(
                         "stream configuration for republish with transform from '{}' to '{}' not valid",
                         r.src, r.dest
@@ -395,12 +401,6 @@ impl StreamConfig {
                         "republish destination function \"{f}\" is not supported by natter"
                     )),
                 })?;
-                let dest = t.dest_filter();
-                if self.subjects.iter().any(|s| util::overlaps(s, &dest)) {
-                    return Err(ApiError::invalid_config(
-                        "stream configuration for republish destination forms a cycle",
-                    ));
-                }
             }
         }
         Ok(())

@@ -695,6 +695,15 @@ impl JetStream {
                     let seq = append.seq();
                     let r = append.await;
                     stream.settle(&subject, seq, size, msg_id.as_deref(), r.is_ok());
+                    if republish {
+                        // Sent in sequence order, once durable (before the PubAck unless
+                        // another task is sending this stream's republishes just now).
+                        stream.republish(seq, r.is_ok(), |m| {
+                            if let Some(c) = &consumers {
+                                c.outbox().send(&m.dest, None, Some(&m.headers), &m.payload);
+                            }
+                        });
+                    }
                     if let Err(e) = r {
                         return pub_err(&stream.name, &e.into());
                     }
@@ -714,10 +723,6 @@ impl JetStream {
                     if let Some(c) = &consumers {
                         if let Some(dropped) = c.stored(&stream.name, seq) {
                             let _ = dropped.await;
-                        }
-                        // Before the PubAck, as nats-server does.
-                        if let Some(r) = republish {
-                            c.outbox().send(&r.dest, None, Some(&r.headers), &r.payload);
                         }
                     }
                     pub_ack(&stream.name, seq, false)
@@ -844,6 +849,9 @@ impl JetStream {
     /// Checks `cfg` (normalized) against the account's limits on any one stream.
     fn check_account_limits(&self, cfg: &StreamConfig) -> Result<(), ApiError> {
         let l = &self.inner.cfg.limits;
+        if limit(l.max_consumers).is_some_and(|max| cfg.max_consumers > max) {
+            return Err(crate::consumer::config::err::max_consumers());
+        }
         if l.max_bytes_required && cfg.max_bytes <= 0 {
             return Err(ApiError::max_bytes_required());
         }
@@ -853,9 +861,6 @@ impl JetStream {
         };
         if limit(cap).is_some_and(|cap| cfg.max_bytes > cap) {
             return Err(ApiError::stream_max_bytes_exceeded());
-        }
-        if limit(l.max_consumers).is_some_and(|max| cfg.max_consumers > max) {
-            return Err(crate::consumer::config::err::max_consumers());
         }
         Ok(())
     }
@@ -880,13 +885,17 @@ impl JetStream {
                 reserved += c.config.max_bytes;
             }
         }
-        // The account's own limit where it has one, else the server's.
+        // Within the account's own limit and the server's.
         let c = &self.inner.cfg;
         let (account, server) = match cfg.storage {
             StorageType::Memory => (c.limits.max_memory, c.max_memory),
             StorageType::File => (c.limits.max_storage, c.max_file),
         };
-        let cap = limit(account).or((server >= 0).then_some(server));
+        let server = (server >= 0).then_some(server);
+        let cap = match (limit(account), server) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        };
         if cap.is_some_and(|cap| cfg.max_bytes > 0 && reserved + cfg.max_bytes > cap) {
             return Err(match cfg.storage {
                 StorageType::Memory => ApiError::memory_resources_exceeded(),

@@ -178,6 +178,11 @@ impl MemoryStore {
         self.lock().msgs.range(start..).next().map(|(&q, _)| q)
     }
 
+    /// The last sequence appended.
+    pub fn last_written(&self) -> u64 {
+        self.lock().last_seq
+    }
+
     /// The last sequence stored on the literal `subject`.
     pub fn last_seq_for(&self, subject: &str) -> Option<u64> {
         self.lock().subjects.get(subject)?.last().copied()

@@ -2,7 +2,10 @@
 //! `src` is published again to `dest`, mapped token by token, with headers saying where it is
 //! stored.
 
-use std::fmt::Write;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
 
 /// One token of a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,22 +65,6 @@ impl Transform {
         Ok(Transform { src, dest: tokens })
     }
 
-    /// The destination as a filter (each reference a `*`), to check it against subjects.
-    pub fn dest_filter(&self) -> String {
-        let mut out = String::new();
-        for (i, t) in self.dest.iter().enumerate() {
-            if i > 0 {
-                out.push('.');
-            }
-            match t {
-                Token::Literal(l) => out.push_str(l),
-                Token::Wildcard(_) => out.push('*'),
-                Token::Rest => out.push('>'),
-            }
-        }
-        out
-    }
-
     /// Where `subject` is republished; `None` if it does not match the source.
     pub fn apply(&self, subject: &str) -> Option<String> {
         let tokens: Vec<&str> = subject.split('.').collect();
@@ -121,8 +108,9 @@ impl Transform {
 /// `$N` or `{{wildcard(N)}}` (spaces allowed inside the braces) as `Some(N)`; other `{{...}}`
 /// functions are unsupported; anything else is a literal (`None`).
 fn wildcard_ref(token: &str) -> Result<Option<usize>, TransformError> {
+    // A `$` not followed by a number is a literal (`$KV`), as in nats-server.
     if let Some(n) = token.strip_prefix('$') {
-        return n.parse().map(Some).map_err(|_| TransformError::Invalid);
+        return Ok(n.parse().ok());
     }
     let Some(inner) = token.strip_prefix("{{").and_then(|t| t.strip_suffix("}}")) else {
         return Ok(None);
@@ -152,24 +140,96 @@ pub(crate) fn headers(
     last_seq: u64,
     size_only: Option<usize>,
 ) -> Vec<u8> {
-    let mut h = String::with_capacity(original.len() + 160);
+    let mut h = Vec::with_capacity(original.len() + 160);
     match original.strip_suffix(b"\r\n\r\n") {
         Some(block) if !block.is_empty() => {
-            h.push_str(&String::from_utf8_lossy(block));
-            h.push_str("\r\n");
+            h.extend_from_slice(block);
+            h.extend_from_slice(b"\r\n");
         }
-        _ => h.push_str("NATS/1.0\r\n"),
+        _ => h.extend_from_slice(b"NATS/1.0\r\n"),
     }
-    let _ = write!(
-        h,
-        "Nats-Stream: {stream}\r\nNats-Subject: {subject}\r\nNats-Sequence: {seq}\r\nNats-Time-Stamp: {}\r\nNats-Last-Sequence: {last_seq}\r\n",
-        crate::util::rfc3339(timestamp)
-    );
+    let ts = crate::util::rfc3339(timestamp);
+    let mut line = |k: &str, v: &str| {
+        h.extend_from_slice(k.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(v.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    };
+    line("Nats-Stream", stream);
+    line("Nats-Subject", subject);
+    line("Nats-Sequence", &seq.to_string());
+    line("Nats-Time-Stamp", &ts);
+    line("Nats-Last-Sequence", &last_seq.to_string());
     if let Some(n) = size_only {
-        let _ = write!(h, "Nats-Msg-Size: {n}\r\n");
+        line("Nats-Msg-Size", &n.to_string());
     }
-    h.push_str("\r\n");
-    h.into_bytes()
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// A message to publish again, once the stored one is durable.
+pub(crate) struct Republished {
+    pub(crate) dest: String,
+    pub(crate) headers: Vec<u8>,
+    pub(crate) payload: Bytes,
+}
+
+/// A stream's republishes waiting for their messages to be durable: sent in sequence order
+/// (appends complete on whichever task polls them, in any order), by one sender at a time,
+/// never while locked. So a chain of streams republishing into each other is a queue, not
+/// a recursion.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    q: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// By sequence: the message, and whether its append succeeded once known.
+    waiting: VecDeque<(u64, Republished, Option<bool>)>,
+    sending: bool,
+}
+
+impl Outgoing {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues the republish of `seq` (called in sequence order, with the stream locked).
+    pub(crate) fn push(&self, seq: u64, msg: Republished) {
+        self.lock().waiting.push_back((seq, msg, None));
+    }
+
+    /// The append of `seq` completed (`ok` or not): sends, in order, every republish whose
+    /// message and all before it are settled, unless another caller is sending already (it
+    /// then sends this one too).
+    pub(crate) fn settle(&self, seq: u64, ok: bool, mut send: impl FnMut(&Republished)) {
+        let mut q = self.lock();
+        if let Ok(i) = q.waiting.binary_search_by_key(&seq, |e| e.0) {
+            q.waiting[i].2 = Some(ok);
+        }
+        if q.sending {
+            return;
+        }
+        q.sending = true;
+        loop {
+            let mut ready = Vec::new();
+            while let Some((_, _, Some(_))) = q.waiting.front() {
+                if let Some((_, msg, Some(true))) = q.waiting.pop_front() {
+                    ready.push(msg);
+                }
+            }
+            if ready.is_empty() {
+                q.sending = false;
+                return;
+            }
+            drop(q);
+            for msg in &ready {
+                send(msg);
+            }
+            q = self.lock();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +250,7 @@ mod tests {
             ("t.*.>", "tt.$1.>"),
             ("t.*", "tt.{{ wildcard(1) }}"),
             ("t.a", "tt.b"),
+            ("t.>", "$KV.b.>"),
         ] {
             assert_eq!(ok(s, d), Ok(()), "{s} -> {d}");
         }
@@ -218,7 +279,6 @@ mod tests {
         assert_eq!(t.apply("r.a.x.b.c").as_deref(), Some("out.a.a.b.c"));
         assert_eq!(t.apply("r.a.x"), None);
         assert_eq!(t.apply("r.a.y.b"), None);
-        assert_eq!(t.dest_filter(), "out.*.*.>");
         let t = Transform::new("t.*.*", "tt.$2.$1").unwrap();
         assert_eq!(t.apply("t.1.2").as_deref(), Some("tt.2.1"));
         assert_eq!(t.apply("t.1.2.3"), None);

@@ -875,6 +875,11 @@ impl FileStore {
             .find_map(|seg| seg.live_seqs_from(start).next().map(|(q, _)| q))
     }
 
+    /// The last sequence written (from the index: appends still on their way to it are later).
+    pub fn last_written(&self) -> u64 {
+        lock(&self.shared.index).last_seq
+    }
+
     /// The last sequence stored on the literal `subject` (from the index: no read).
     pub fn last_seq_for(&self, subject: &str) -> Option<u64> {
         let idx = lock(&self.shared.index);

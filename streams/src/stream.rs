@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::config::{Discard, Retention, StorageType, StreamConfig, StreamState};
 use crate::errors::ApiError;
-use crate::republish::{self, Transform};
+use crate::republish::{self, Outgoing, Republished, Transform};
 use crate::util::{self, header, now_nanos, MsgTtl};
 use crate::{
     msg_size, Append, FileStore, FileStoreConfig, Limits, MemoryStore, Pending, PurgeRequest,
@@ -59,6 +59,9 @@ impl Store {
     }
     pub(crate) fn next_stored(&self, start: u64) -> Option<u64> {
         delegate!(self, s => s.next_stored(start))
+    }
+    pub(crate) fn last_written(&self) -> u64 {
+        delegate!(self, s => s.last_written())
     }
     pub(crate) fn last_seq_for(&self, subject: &str) -> Option<u64> {
         delegate!(self, s => s.last_seq_for(subject))
@@ -190,8 +193,10 @@ impl Ttls {
         if self.due.len() + self.never.len() <= self.sweep_at {
             return;
         }
-        self.due.retain(|&(_, q)| store.contains(q));
-        self.never.retain(|&q| store.contains(q));
+        // Appends still on their way to the index are kept.
+        let written = store.last_written();
+        self.due.retain(|&(_, q)| q > written || store.contains(q));
+        self.never.retain(|&q| q > written || store.contains(q));
         self.sweep_at = (2 * (self.due.len() + self.never.len())).max(SWEEP_MIN);
     }
 
@@ -226,6 +231,8 @@ pub(crate) struct Stream {
     pub(crate) dir: PathBuf,
     pub(crate) store: Store,
     m: Mutex<Mutable>,
+    /// Republishes waiting for their messages.
+    republishes: Outgoing,
 }
 
 /// The header naming why the server placed a delete marker.
@@ -237,21 +244,14 @@ pub(crate) enum Admit {
     Reject(ApiError),
     /// A duplicate of `seq`; `wait` is set if the original may not be durable yet.
     Duplicate { seq: u64, wait: Option<Pending<()>> },
-    /// Appended, `size` bytes as stored (a clamped `Nats-TTL` may change it); what to
-    /// republish once it is durable.
+    /// Appended, `size` bytes as stored (a clamped `Nats-TTL` may change it); whether it is
+    /// to be republished (see [`Stream::republish`]).
     Stored {
         append: Append,
         rollup: Option<bool>,
         size: u64,
-        republish: Option<Republished>,
+        republish: bool,
     },
-}
-
-/// A message to publish again (`republish`), once the stored one is durable.
-pub(crate) struct Republished {
-    pub(crate) dest: String,
-    pub(crate) headers: Vec<u8>,
-    pub(crate) payload: Bytes,
 }
 
 impl Stream {
@@ -300,6 +300,7 @@ impl Stream {
                 ttls: Ttls::default(),
                 republish: None,
             }),
+            republishes: Outgoing::default(),
         };
         {
             let mut m = stream.lock();
@@ -608,9 +609,13 @@ impl Stream {
         };
         let size = msg_size(subject, &headers, &payload);
         // Where to republish, and the subject's previous message (before this append counts).
+        // Not a message this stream republished before (it says so in a header): a cycle of
+        // streams republishing into each other ends after one round, where nats-server loops.
+        let again = !headers.is_empty() && util::has_header(&headers, "Nats-Stream", &self.name);
         let republish = m
             .republish
             .as_ref()
+            .filter(|_| !again)
             .and_then(|t| t.apply(subject))
             .map(|dest| {
                 let last = m.inflight_subj.get(subject).map(|e| e.0);
@@ -625,18 +630,28 @@ impl Stream {
             let only = m.config.republish.as_ref().is_some_and(|r| r.headers_only);
             let (name, seq) = (&self.name, append.seq());
             let size_only = only.then_some(payload.len());
-            Republished {
-                dest,
-                headers: republish::headers(&headers, name, subject, seq, now, last, size_only),
-                payload: if only { Bytes::new() } else { payload },
-            }
+            // Queued in sequence order: the stream is locked.
+            self.republishes.push(
+                seq,
+                Republished {
+                    dest,
+                    headers: republish::headers(&headers, name, subject, seq, now, last, size_only),
+                    payload: if only { Bytes::new() } else { payload },
+                },
+            );
         });
         Admit::Stored {
             append,
             rollup,
             size,
-            republish,
+            republish: republish.is_some(),
         }
+    }
+
+    /// The append of `seq`, queued for republishing by [`Stream::admit`], completed (`ok` or
+    /// not): republishes what is ready, in sequence order, through `send`.
+    pub(crate) fn republish(&self, seq: u64, ok: bool, send: impl FnMut(&Republished)) {
+        self.republishes.settle(seq, ok, send);
     }
 
     /// Appends with the stream locked (checks done), counting the append in flight until
@@ -813,5 +828,33 @@ mod tests {
         s.expire_due(now_nanos());
         assert_eq!(entries(&s), (1, 1));
         assert_eq!(s.lock().ttls.never.first(), Some(&2999));
+    }
+
+    /// A sweep keeps the entries of appends not yet written (a file store in interval mode
+    /// holds a batch's appends until the batch ends).
+    #[test]
+    fn ttl_sweep_keeps_appends_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StreamConfig::new("F", &["f.*"]);
+        cfg.allow_msg_ttl = true;
+        cfg.normalize().unwrap();
+        let sync = SyncPolicy::Interval(Duration::from_secs(120));
+        let s = Stream::open(cfg, 0, dir.path().to_path_buf(), sync, 1 << 20).unwrap();
+        let batch = crate::DeferredWrites::open();
+        let appends: Vec<Append> = (0..1500)
+            .map(|_| {
+                let h = Bytes::from_static(b"NATS/1.0\r\nNats-TTL: never\r\n\r\n");
+                match s.admit("f.a", h, Bytes::from_static(b"x"), |_| None) {
+                    Admit::Stored { append, .. } => append,
+                    _ => panic!("not stored"),
+                }
+            })
+            .collect();
+        s.expire_due(now_nanos());
+        drop(batch);
+        for a in appends {
+            a.wait().unwrap();
+        }
+        assert_eq!(s.lock().ttls.never.len(), 1500);
     }
 }

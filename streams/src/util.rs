@@ -86,6 +86,16 @@ pub fn header<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
     })
 }
 
+/// Whether any `name` header (matched as [`header`] does) in `block` has the value `value`.
+pub fn has_header(block: &[u8], name: &str, value: &str) -> bool {
+    std::str::from_utf8(block).is_ok_and(|text| {
+        text.split("\r\n").skip(1).any(|line| {
+            line.split_once(':')
+                .is_some_and(|(k, v)| k.trim() == name && v.trim() == value)
+        })
+    })
+}
+
 /// `block` with the value of header `name` (matched as [`header`] does) replaced by `value`.
 pub fn replace_header(block: &[u8], name: &str, value: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(block.len() + value.len());
