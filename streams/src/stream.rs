@@ -611,11 +611,11 @@ impl Stream {
         // Where to republish, and the subject's previous message (before this append counts).
         // Not a message this stream republished before (it says so in a header): a cycle of
         // streams republishing into each other ends after one round, where nats-server loops.
-        let again = !headers.is_empty() && util::has_header(&headers, "Nats-Stream", &self.name);
+        let again = || !headers.is_empty() && util::has_header(&headers, "Nats-Stream", &self.name);
         let republish = m
             .republish
             .as_ref()
-            .filter(|_| !again)
+            .filter(|_| !again())
             .and_then(|t| t.apply(subject))
             .map(|dest| {
                 let last = m.inflight_subj.get(subject).map(|e| e.0);
