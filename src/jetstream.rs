@@ -176,10 +176,12 @@ pub fn start(
             .collect()
     };
     log_settings(config, &js_config(config, &server.name, ""));
+    // The server-wide limits bound all accounts together.
+    let usage = Arc::new(natter_streams::ServerUsage::default());
     let mut bridges = Vec::new();
     for account in server.accounts.iter() {
         if enabled.contains(&account.name.as_str()) {
-            bridges.push(Bridge::start(server, config, account)?);
+            bridges.push(Bridge::start(server, config, account, &usage)?);
         } else {
             let _ = account.subscribe_internal(
                 b"$JS.API.>",
@@ -223,8 +225,10 @@ impl Bridge {
         server: &Arc<ServerState>,
         config: &JetStreamConfig,
         account: &Arc<Account>,
+        usage: &Arc<natter_streams::ServerUsage>,
     ) -> std::io::Result<Arc<Bridge>> {
         let mut cfg = js_config(config, &server.name, &account.name);
+        cfg.server_usage = Some(usage.clone());
         if let Some(a) = server
             .config()
             .security

@@ -263,3 +263,79 @@ fn account_jetstream_limits_are_enforced() {
     drop(server);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// The server-wide `max_file_store` bounds all accounts together: once one account fills it,
+/// another's publishes are refused too (and stream reservations count across accounts), until
+/// space frees.
+#[test]
+fn server_storage_limit_is_shared_by_accounts() {
+    const SHARED: &str = "accounts {
+  A: { users: [{user: a, password: a}], jetstream: enabled }
+  B: { users: [{user: b, password: b}], jetstream: enabled }
+}
+";
+    let store = temp_dir();
+    let config = format!(
+        "{SHARED}jetstream {{ store_dir: {:?}, max_file_store: 3000 }}\n",
+        store.to_str().unwrap()
+    );
+    let server = Server::with_config(&config);
+    let mut a = login(&server, "a");
+    let mut b = login(&server, "b");
+    for (c, name) in [(&mut a, "SA"), (&mut b, "SB")] {
+        let subject = name.to_lowercase();
+        let r = api(
+            c,
+            &format!("STREAM.CREATE.{name}"),
+            &format!(r#"{{"name":"{name}","subjects":["{subject}"]}}"#),
+        );
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let r = api(
+        &mut b,
+        "STREAM.CREATE.RB",
+        r#"{"name":"RB","subjects":["rb"],"max_bytes":2000}"#,
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    let r = api(
+        &mut a,
+        "STREAM.CREATE.RA",
+        r#"{"name":"RA","subjects":["ra"],"max_bytes":2000}"#,
+    );
+    assert_eq!(
+        r["error"]["err_code"], 10047,
+        "B's reservation counts for A: {r}"
+    );
+
+    let publish = |c: &mut Client, subject: &str| -> serde_json::Value {
+        let body = "x".repeat(100);
+        c.send(format!("SUB _INBOX.p 7\r\nPUB {subject} _INBOX.p 100\r\n{body}\r\n").as_bytes());
+        let ack = serde_json::from_slice(&c.read_msg().payload).unwrap();
+        c.send(b"UNSUB 7\r\n");
+        ack
+    };
+    let mut stored = 0;
+    loop {
+        let ack = publish(&mut a, "sa");
+        if ack.get("error").is_some() {
+            assert_eq!(ack["error"]["err_code"], 10023, "{ack}");
+            break;
+        }
+        stored += 1;
+        assert!(
+            stored < 40,
+            "3000 bytes hold fewer than 40 messages of 100 B"
+        );
+    }
+    let ack = publish(&mut b, "sb");
+    assert_eq!(
+        ack["error"]["err_code"], 10023,
+        "A's usage counts for B: {ack}"
+    );
+    let r = api(&mut a, "STREAM.PURGE.SA", "");
+    assert_eq!(r["success"], true, "{r}");
+    let ack = publish(&mut b, "sb");
+    assert_eq!(ack["seq"], 1, "space freed in A is B's: {ack}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +39,9 @@ pub struct JsConfig {
     pub server_name: Option<String>,
     /// The account's own limits (`accounts { A: { jetstream { ... } } }`).
     pub limits: AccountLimits,
+    /// Shared by the accounts of one server, so that `max_memory` and `max_file` bound them
+    /// together; `None`: this account alone.
+    pub server_usage: Option<Arc<ServerUsage>>,
 }
 
 /// An account's JetStream limits, as configured and as `$JS.API.INFO` reports them; -1 (or any
@@ -94,6 +97,7 @@ impl Default for JsConfig {
             block_size: 8 << 20,
             server_name: None,
             limits: AccountLimits::default(),
+            server_usage: None,
         }
     }
 }
@@ -180,11 +184,97 @@ impl Drop for ForgetUsage<'_> {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct UsageCache {
     at: Option<Instant>,
     mem: u64,
     file: u64,
+}
+
+impl UsageCache {
+    /// The bytes of `storage` in use, by `usage` recomputed once the cache is stale.
+    fn get(&mut self, storage: StorageType, usage: impl FnOnce() -> (u64, u64)) -> &mut u64 {
+        if self.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH) {
+            let (mem, file) = usage();
+            *self = UsageCache {
+                at: Some(Instant::now()),
+                mem,
+                file,
+            };
+        }
+        match storage {
+            StorageType::Memory => &mut self.mem,
+            StorageType::File => &mut self.file,
+        }
+    }
+}
+
+/// What all accounts of a server store together, for the server-wide limits
+/// (`max_memory_store`, `max_file_store`, and reservations against them): each account's
+/// [`JetStream`] registers here when it opens.
+#[derive(Debug, Default)]
+pub struct ServerUsage {
+    accounts: Mutex<Vec<Weak<Inner>>>,
+    cache: Mutex<UsageCache>,
+}
+
+impl ServerUsage {
+    fn accounts(&self) -> Vec<JetStream> {
+        let mut list = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.iter()
+            .filter_map(|w| {
+                Some(JetStream {
+                    inner: w.upgrade()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `add` more bytes of `storage` would pass `limit` over all accounts; if not,
+    /// they are counted.
+    fn over(&self, storage: StorageType, add: u64, limit: i64) -> bool {
+        // Read before the cache is locked: an account's usage takes its own locks.
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH);
+        if stale {
+            drop(c);
+            let (mut mem, mut file) = (0, 0);
+            for js in self.accounts() {
+                let (m, f) = js.usage();
+                mem += m;
+                file += f;
+            }
+            c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            *c = UsageCache {
+                at: Some(Instant::now()),
+                mem,
+                file,
+            };
+        }
+        let v = c.get(storage, || unreachable!("just refreshed"));
+        if (*v + add) as i64 > limit {
+            return true;
+        }
+        *v += add;
+        false
+    }
+
+    /// Bytes reserved (`max_bytes`) by streams of `storage` in all accounts, but `except` in
+    /// the account of `me`.
+    fn reserved(&self, storage: StorageType, me: &Arc<Inner>, except: &str) -> i64 {
+        self.accounts()
+            .iter()
+            .map(|js| {
+                let skip = Arc::ptr_eq(&js.inner, me).then_some(except);
+                js.reserved(storage, skip)
+            })
+            .sum()
+    }
+
+    fn forget(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).at = None;
+    }
 }
 
 struct Inner {
@@ -414,7 +504,7 @@ impl JetStream {
                 .map_err(|e| OpenError::Store(name.clone(), e))?;
             streams.insert(name, Arc::new(stream));
         }
-        Ok(JetStream {
+        let js = JetStream {
             inner: Arc::new(Inner {
                 usage: Mutex::new(UsageCache::default()),
                 cfg: config,
@@ -425,7 +515,12 @@ impl JetStream {
                 api_errors: AtomicU64::new(0),
                 consumers: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if let Some(s) = &js.inner.cfg.server_usage {
+            let mut list = s.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            list.push(Arc::downgrade(&js.inner));
+        }
+        Ok(js)
     }
 
     fn streams(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Stream>>> {
@@ -594,11 +689,10 @@ impl JetStream {
         (mem, file)
     }
 
-    /// Whether `add` more bytes would take `storage` past `limit`, by [`Self::usage`]
-    /// recomputed at most every [`USAGE_REFRESH`] plus the bytes admitted since; if not, they
-    /// are counted (so a burst of publishes between refreshes cannot overshoot).
     /// Whether `add` more bytes of `storage` would pass the account's limit (10002) or the
-    /// server's (10023); if neither, they are counted as used.
+    /// server's (10023, counting every account sharing [`JsConfig::server_usage`]); if
+    /// neither, they are counted as used. Usage is recomputed at most every [`USAGE_REFRESH`],
+    /// plus the bytes admitted since (so a burst between refreshes cannot overshoot).
     fn over_limits(&self, storage: StorageType, add: u64) -> Option<ApiError> {
         let cfg = &self.inner.cfg;
         let (account, server) = match storage {
@@ -607,31 +701,33 @@ impl JetStream {
         };
         let account = limit(account);
         let server = (server >= 0).then_some(server);
-        if account.is_none() && server.is_none() {
+        // The server's limit is the account's own when no other accounts share it.
+        let shared = cfg.server_usage.as_ref().filter(|_| server.is_some());
+        let own_server = server.filter(|_| shared.is_none());
+        if account.is_some() || own_server.is_some() {
+            let mut c = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let v = c.get(storage, || self.usage());
+            let after = (*v + add) as i64;
+            if account.is_some_and(|l| after > l) {
+                return Some(ApiError::account_resources_exceeded());
+            }
+            if own_server.is_some_and(|l| after > l) {
+                return Some(ApiError::insufficient_resources());
+            }
+            if let (Some(shared), Some(l)) = (shared, server) {
+                if shared.over(storage, add, l) {
+                    return Some(ApiError::insufficient_resources());
+                }
+            }
+            *v += add;
             return None;
         }
-        let mut c = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
-        if c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH) {
-            let (mem, file) = self.usage();
-            *c = UsageCache {
-                at: Some(Instant::now()),
-                mem,
-                file,
-            };
+        match (shared, server) {
+            (Some(shared), Some(l)) if shared.over(storage, add, l) => {
+                Some(ApiError::insufficient_resources())
+            }
+            _ => None,
         }
-        let v = match storage {
-            StorageType::Memory => &mut c.mem,
-            StorageType::File => &mut c.file,
-        };
-        let after = (*v + add) as i64;
-        if account.is_some_and(|l| after > l) {
-            return Some(ApiError::account_resources_exceeded());
-        }
-        if server.is_some_and(|l| after > l) {
-            return Some(ApiError::insufficient_resources());
-        }
-        *v += add;
-        None
     }
 
     /// Drops the cached usage after something freed space (purge, delete), so publishes are
@@ -642,6 +738,25 @@ impl JetStream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .at = None;
+        if let Some(s) = &self.inner.cfg.server_usage {
+            s.forget();
+        }
+    }
+
+    /// Bytes reserved (`max_bytes`) by this account's streams of `storage`, but `except`.
+    fn reserved(&self, storage: StorageType, except: Option<&str>) -> i64 {
+        self.streams()
+            .iter()
+            .filter(|(n, _)| Some(n.as_str()) != except)
+            .map(|(_, s)| {
+                let c = s.lock();
+                if c.config.storage == storage && c.config.max_bytes > 0 {
+                    c.config.max_bytes
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// A message published to a stream subject. Completes with the PubAck JSON once the message
@@ -885,18 +1000,21 @@ impl JetStream {
                 reserved += c.config.max_bytes;
             }
         }
-        // Within the account's own limit and the server's.
+        drop(streams);
+        // Within the account's own limit, and the server's over all accounts.
         let c = &self.inner.cfg;
         let (account, server) = match cfg.storage {
             StorageType::Memory => (c.limits.max_memory, c.max_memory),
             StorageType::File => (c.limits.max_storage, c.max_file),
         };
-        let server = (server >= 0).then_some(server);
-        let cap = match (limit(account), server) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
+        let everyone = match &c.server_usage {
+            Some(s) => s.reserved(cfg.storage, &self.inner, &cfg.name),
+            None => reserved,
         };
-        if cap.is_some_and(|cap| cfg.max_bytes > 0 && reserved + cfg.max_bytes > cap) {
+        let over = |used: i64, cap: Option<i64>| {
+            cap.is_some_and(|cap| cfg.max_bytes > 0 && used + cfg.max_bytes > cap)
+        };
+        if over(reserved, limit(account)) || over(everyone, (server >= 0).then_some(server)) {
             return Err(match cfg.storage {
                 StorageType::Memory => ApiError::memory_resources_exceeded(),
                 StorageType::File => ApiError::storage_resources_exceeded(),

@@ -40,6 +40,7 @@ pub use config::{StreamConfig, StreamInfo, StreamState};
 pub use errors::ApiError;
 pub use jetstream::{
     AccountLimits, ApiFuture, ApiReply, JetStream, JsConfig, OpenError, PubAckFuture, Route,
+    ServerUsage,
 };
 pub use memory::MemoryStore;
 pub use store::{DeferredWrites, FileStore, FileStoreConfig};
