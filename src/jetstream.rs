@@ -165,14 +165,19 @@ pub fn start(
     server: &Arc<ServerState>,
     config: &JetStreamConfig,
 ) -> std::io::Result<Vec<Arc<Bridge>>> {
-    let configured = &server.config().security.accounts;
-    let enabled: Vec<&str> = if configured.is_empty() {
-        vec![server.accounts.global().name.as_str()]
+    let security = &server.config().security;
+    // Accounts with JetStream, and their own limits.
+    let enabled: Vec<(String, natter_streams::AccountLimits)> = if let Some(op) = &security.operator
+    {
+        crate::auth::operator::jetstream_accounts(op).map_err(std::io::Error::other)?
+    } else if security.accounts.is_empty() {
+        vec![(server.accounts.global().name.clone(), Default::default())]
     } else {
-        configured
+        security
+            .accounts
             .iter()
             .filter(|a| a.jetstream)
-            .map(|a| a.name.as_str())
+            .map(|a| (a.name.clone(), a.jetstream_limits))
             .collect()
     };
     log_settings(config, &js_config(config, &server.name, ""));
@@ -180,8 +185,8 @@ pub fn start(
     let usage = Arc::new(natter_streams::ServerUsage::default());
     let mut bridges = Vec::new();
     for account in server.accounts.iter() {
-        if enabled.contains(&account.name.as_str()) {
-            bridges.push(Bridge::start(server, config, account, &usage)?);
+        if let Some((_, limits)) = enabled.iter().find(|(name, _)| *name == account.name) {
+            bridges.push(Bridge::start(server, config, account, *limits, &usage)?);
         } else {
             let _ = account.subscribe_internal(
                 b"$JS.API.>",
@@ -225,19 +230,12 @@ impl Bridge {
         server: &Arc<ServerState>,
         config: &JetStreamConfig,
         account: &Arc<Account>,
+        limits: natter_streams::AccountLimits,
         usage: &Arc<natter_streams::ServerUsage>,
     ) -> std::io::Result<Arc<Bridge>> {
         let mut cfg = js_config(config, &server.name, &account.name);
         cfg.server_usage = Some(usage.clone());
-        if let Some(a) = server
-            .config()
-            .security
-            .accounts
-            .iter()
-            .find(|a| a.name == account.name)
-        {
-            cfg.limits = a.jetstream_limits;
-        }
+        cfg.limits = limits;
         let store_dir = cfg.store_dir.clone();
         let js =
             JetStream::open(cfg).map_err(|e| std::io::Error::other(format!("JetStream: {e}")))?;

@@ -908,3 +908,76 @@ fn system_account_must_be_resolvable() {
         );
     }
 }
+
+/// JetStream in operator mode: an account whose JWT limits give it JetStream storage has
+/// JetStream, bounded by those limits; an account without has none (10039).
+#[tokio::test]
+async fn jetstream_for_accounts_whose_jwt_gives_storage() {
+    let op = Operator::new();
+    let js_limits =
+        json!({"mem_storage": -1, "disk_storage": 100000, "streams": 1, "consumer": -1});
+    let a = op.account("A", json!({ "limits": limits(js_limits) }));
+    let b = op.account("B", json!({}));
+    // Tiered, as nsc writes with --js-tier: a single server has only R1. No memory storage.
+    let tiered = json!({"tiered_limits": {"R1": {"mem_storage": 0, "disk_storage": -1}}});
+    let c = op.account("C", json!({ "limits": limits(tiered) }));
+    let store = common::temp_dir();
+    let config = format!(
+        "{}jetstream {{ store_dir: {:?} }}\n",
+        op.config(&[&a, &b, &c]),
+        store.to_str().unwrap()
+    );
+    let server = Server::with_config(&config);
+    let client = connect_creds(&server, &a.user_creds("u", json!({})))
+        .await
+        .expect("user of A");
+    let js = async_nats::jetstream::new(client);
+    let info = within("account info", js.query_account()).await.unwrap();
+    assert_eq!(
+        (info.limits.max_storage, info.limits.max_streams),
+        (Some(100000), Some(1)),
+        "{info:?}"
+    );
+    let cfg = |name: &str| async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![name.to_lowercase()],
+        ..Default::default()
+    };
+    within("create", js.create_stream(cfg("S1"))).await.unwrap();
+    let ack = within("publish", async {
+        js.publish("s1", "x".into()).await.unwrap().await
+    })
+    .await
+    .unwrap();
+    assert_eq!(ack.sequence, 1);
+    let err = within("create", js.create_stream(cfg("S2")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10027"), "{err}");
+
+    let other = connect_creds(&server, &b.user_creds("u", json!({})))
+        .await
+        .expect("user of B");
+    let js = async_nats::jetstream::new(other);
+    let err = within("create", js.create_stream(cfg("S3")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10039"), "{err}");
+
+    let third = connect_creds(&server, &c.user_creds("u", json!({})))
+        .await
+        .expect("user of C");
+    let js = async_nats::jetstream::new(third);
+    within("create", js.create_stream(cfg("S4"))).await.unwrap();
+    let mut mem = cfg("S5");
+    mem.storage = async_nats::jetstream::stream::StorageType::Memory;
+    let err = within("create", js.create_stream(mem))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10028"), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -132,6 +132,49 @@ pub fn accounts(op: &Operator) -> Result<Accounts, String> {
     Ok(all)
 }
 
+/// The accounts whose JWTs give them JetStream (memory or file storage other than 0; -1 is
+/// unlimited), with their JetStream limits: the claims' own, or their `R1` tier (the only one
+/// a single server has) where the claims are tiered.
+pub fn jetstream_accounts(
+    op: &Operator,
+) -> Result<Vec<(String, natter_streams::AccountLimits)>, String> {
+    let claims = verified_accounts(op)?;
+    Ok(claims
+        .iter()
+        .filter_map(|c| {
+            let l = &c.nats.limits;
+            let tier = l.tiered_limits.get("R1");
+            let tiered = |key: &str| tier.and_then(|t| t.get(key));
+            let num = |key: &str, own: i64| match own {
+                0 => tiered(key).and_then(serde_json::Value::as_i64).unwrap_or(0),
+                v => v,
+            };
+            let (mem, disk) = (
+                num("mem_storage", l.mem_storage),
+                num("disk_storage", l.disk_storage),
+            );
+            if mem == 0 && disk == 0 {
+                return None;
+            }
+            // Counts of 0 are no limit; storage of 0 is none.
+            let count = |key: &str, own: i64| Some(num(key, own)).filter(|v| *v > 0).unwrap_or(-1);
+            let limits = natter_streams::AccountLimits {
+                max_memory: mem.max(-1),
+                max_storage: disk.max(-1),
+                max_streams: count("streams", l.streams),
+                max_consumers: count("consumer", l.consumer),
+                max_ack_pending: count("max_ack_pending", l.max_ack_pending),
+                memory_max_stream_bytes: count("mem_max_stream_bytes", l.mem_max_stream_bytes),
+                storage_max_stream_bytes: count("disk_max_stream_bytes", l.disk_max_stream_bytes),
+                max_bytes_required: l.max_bytes_required
+                    || tiered("max_bytes_required").and_then(serde_json::Value::as_bool)
+                        == Some(true),
+            };
+            Some((c.sub.clone(), limits))
+        })
+        .collect())
+}
+
 fn kind(k: &ExportType) -> ExportKind {
     match k {
         ExportType::Service => ExportKind::Service,

@@ -86,6 +86,12 @@ fn limit(v: i64) -> Option<i64> {
     (v > 0).then_some(v)
 }
 
+/// An account's storage limit, if it has one: 0 is none at all, as in nats-server; below 0
+/// is unlimited.
+fn storage_cap(v: i64) -> Option<i64> {
+    (v >= 0).then_some(v)
+}
+
 impl Default for JsConfig {
     fn default() -> Self {
         JsConfig {
@@ -699,7 +705,7 @@ impl JetStream {
             StorageType::Memory => (cfg.limits.max_memory, cfg.max_memory),
             StorageType::File => (cfg.limits.max_storage, cfg.max_file),
         };
-        let account = limit(account);
+        let account = storage_cap(account);
         let server = (server >= 0).then_some(server);
         // The server's limit is the account's own when no other accounts share it.
         let shared = cfg.server_usage.as_ref().filter(|_| server.is_some());
@@ -1014,7 +1020,12 @@ impl JetStream {
         let over = |used: i64, cap: Option<i64>| {
             cap.is_some_and(|cap| cfg.max_bytes > 0 && used + cfg.max_bytes > cap)
         };
-        if over(reserved, limit(account)) || over(everyone, (server >= 0).then_some(server)) {
+        let account = storage_cap(account);
+        // An account allowed no storage of this kind has no stream of it, max_bytes or not.
+        if account == Some(0)
+            || over(reserved, account)
+            || over(everyone, (server >= 0).then_some(server))
+        {
             return Err(match cfg.storage {
                 StorageType::Memory => ApiError::memory_resources_exceeded(),
                 StorageType::File => ApiError::storage_resources_exceeded(),
