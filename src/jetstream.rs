@@ -169,7 +169,8 @@ pub fn start(
     // Accounts with JetStream, and their own limits.
     let enabled: Vec<(String, natter_streams::AccountLimits)> = if let Some(op) = &security.operator
     {
-        crate::auth::operator::jetstream_accounts(op).map_err(std::io::Error::other)?
+        crate::auth::operator::jetstream_accounts(op, security.system_account.as_deref())
+            .map_err(std::io::Error::other)?
     } else if security.accounts.is_empty() {
         vec![(server.accounts.global().name.clone(), Default::default())]
     } else {

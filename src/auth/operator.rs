@@ -133,46 +133,60 @@ pub fn accounts(op: &Operator) -> Result<Accounts, String> {
 }
 
 /// The accounts whose JWTs give them JetStream (memory or file storage other than 0; -1 is
-/// unlimited), with their JetStream limits: the claims' own, or their `R1` tier (the only one
-/// a single server has) where the claims are tiered.
+/// unlimited), with their JetStream limits: the claims' own when they give storage, else their
+/// `R1` tier's (the only tier a single server has), as nsc writes with `--js-tier`. Never the
+/// system account (`system`, or the operator JWT's).
 pub fn jetstream_accounts(
     op: &Operator,
+    system: Option<&str>,
 ) -> Result<Vec<(String, natter_streams::AccountLimits)>, String> {
+    let mut systems: Vec<String> = system.map(String::from).into_iter().collect();
+    for token in &op.jwts {
+        if let Ok(c) = jwt::decode::<OperatorClaims>(token) {
+            systems.push(c.nats.system_account.clone());
+        }
+    }
     let claims = verified_accounts(op)?;
     Ok(claims
         .iter()
-        .filter_map(|c| {
-            let l = &c.nats.limits;
-            let tier = l.tiered_limits.get("R1");
-            let tiered = |key: &str| tier.and_then(|t| t.get(key));
-            let num = |key: &str, own: i64| match own {
-                0 => tiered(key).and_then(serde_json::Value::as_i64).unwrap_or(0),
-                v => v,
-            };
-            let (mem, disk) = (
-                num("mem_storage", l.mem_storage),
-                num("disk_storage", l.disk_storage),
-            );
-            if mem == 0 && disk == 0 {
-                return None;
-            }
-            // Counts of 0 are no limit; storage of 0 is none.
-            let count = |key: &str, own: i64| Some(num(key, own)).filter(|v| *v > 0).unwrap_or(-1);
-            let limits = natter_streams::AccountLimits {
-                max_memory: mem.max(-1),
-                max_storage: disk.max(-1),
-                max_streams: count("streams", l.streams),
-                max_consumers: count("consumer", l.consumer),
-                max_ack_pending: count("max_ack_pending", l.max_ack_pending),
-                memory_max_stream_bytes: count("mem_max_stream_bytes", l.mem_max_stream_bytes),
-                storage_max_stream_bytes: count("disk_max_stream_bytes", l.disk_max_stream_bytes),
-                max_bytes_required: l.max_bytes_required
-                    || tiered("max_bytes_required").and_then(serde_json::Value::as_bool)
-                        == Some(true),
-            };
-            Some((c.sub.clone(), limits))
-        })
+        .filter(|c| !systems.contains(&c.sub))
+        .filter_map(|c| Some((c.sub.clone(), js_limits(&c.nats.limits)?)))
         .collect())
+}
+
+/// An account JWT's JetStream limits; `None` if they give it no storage.
+fn js_limits(l: &jwt::AccountLimits) -> Option<natter_streams::AccountLimits> {
+    let own = l.mem_storage != 0 || l.disk_storage != 0;
+    let tier = l.tiered_limits.get("R1").filter(|_| !own);
+    let num = |key: &str, v: i64| match tier {
+        Some(t) => t.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0),
+        None => v,
+    };
+    let (mem, disk) = (
+        num("mem_storage", l.mem_storage),
+        num("disk_storage", l.disk_storage),
+    );
+    if mem == 0 && disk == 0 {
+        return None;
+    }
+    // Counts and per-stream sizes of 0 are no limit; storage of 0 is none.
+    let count = |key: &str, v: i64| Some(num(key, v)).filter(|v| *v > 0).unwrap_or(-1);
+    let required = match tier {
+        Some(t) => t
+            .get("max_bytes_required")
+            .and_then(serde_json::Value::as_bool),
+        None => Some(l.max_bytes_required),
+    };
+    Some(natter_streams::AccountLimits {
+        max_memory: mem.max(-1),
+        max_storage: disk.max(-1),
+        max_streams: count("streams", l.streams),
+        max_consumers: count("consumer", l.consumer),
+        max_ack_pending: count("max_ack_pending", l.max_ack_pending),
+        memory_max_stream_bytes: count("mem_max_stream_bytes", l.mem_max_stream_bytes),
+        storage_max_stream_bytes: count("disk_max_stream_bytes", l.disk_max_stream_bytes),
+        max_bytes_required: required == Some(true),
+    })
 }
 
 fn kind(k: &ExportType) -> ExportKind {
@@ -417,6 +431,34 @@ fn now() -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// JetStream limits come whole from the claims when they give storage, else from the R1
+    /// tier; none without storage.
+    #[test]
+    fn jetstream_limits_of_account_claims() {
+        let mut l = jwt::AccountLimits::default();
+        assert_eq!(js_limits(&l), None);
+        l.mem_storage = -1;
+        l.streams = 3;
+        l.tiered_limits = serde_json::json!({"R1": {"disk_storage": 1000, "streams": 5}});
+        let own = js_limits(&l).unwrap();
+        assert_eq!(
+            (own.max_memory, own.max_storage, own.max_streams),
+            (-1, 0, 3)
+        );
+        l.mem_storage = 0;
+        let tier = js_limits(&l).unwrap();
+        assert_eq!(
+            (
+                tier.max_memory,
+                tier.max_storage,
+                tier.max_streams,
+                tier.max_consumers
+            ),
+            (0, 1000, 5, -1)
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -44,8 +44,8 @@ pub struct JsConfig {
     pub server_usage: Option<Arc<ServerUsage>>,
 }
 
-/// An account's JetStream limits, as configured and as `$JS.API.INFO` reports them; -1 (or any
-/// value below 1) is unlimited.
+/// An account's JetStream limits, as configured and as `$JS.API.INFO` reports them; -1 is
+/// unlimited, and so is 0 but for `max_memory` and `max_storage`, where it allows none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AccountLimits {
     /// Bytes of memory streams.
@@ -222,6 +222,9 @@ impl UsageCache {
 pub struct ServerUsage {
     accounts: Mutex<Vec<Weak<Inner>>>,
     cache: Mutex<UsageCache>,
+    /// Held (after the account's own) while a stream's reservation is checked and the stream
+    /// created or updated, so that two accounts cannot both take the last of the server.
+    admin: Mutex<()>,
 }
 
 impl ServerUsage {
@@ -240,25 +243,18 @@ impl ServerUsage {
     /// Whether `add` more bytes of `storage` would pass `limit` over all accounts; if not,
     /// they are counted.
     fn over(&self, storage: StorageType, add: u64, limit: i64) -> bool {
-        // Read before the cache is locked: an account's usage takes its own locks.
+        // Recomputed under the lock, so that no admitted bytes or forgetting is lost: the
+        // accounts' usage takes only their stream lists and stores, never this.
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = c.at.is_none_or(|t| t.elapsed() >= USAGE_REFRESH);
-        if stale {
-            drop(c);
+        let v = c.get(storage, || {
             let (mut mem, mut file) = (0, 0);
             for js in self.accounts() {
                 let (m, f) = js.usage();
                 mem += m;
                 file += f;
             }
-            c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            *c = UsageCache {
-                at: Some(Instant::now()),
-                mem,
-                file,
-            };
-        }
-        let v = c.get(storage, || unreachable!("just refreshed"));
+            (mem, file)
+        });
         if (*v + add) as i64 > limit {
             return true;
         }
@@ -288,6 +284,10 @@ struct Inner {
     cfg: JsConfig,
     dir: PathBuf,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// The same streams as a plain list, for what runs with a stream locked (a publish's usage
+    /// check) or locks streams (reservations): the lock is held only to clone it, so it never
+    /// waits behind a writer of `streams` that waits for such a caller.
+    list: Mutex<Arc<Vec<Arc<Stream>>>>,
     /// Serializes create/update/delete.
     admin: Mutex<()>,
     api_total: AtomicU64,
@@ -515,6 +515,7 @@ impl JetStream {
                 usage: Mutex::new(UsageCache::default()),
                 cfg: config,
                 dir,
+                list: Mutex::new(Arc::new(streams.values().cloned().collect())),
                 streams: RwLock::new(streams),
                 admin: Mutex::new(()),
                 api_total: AtomicU64::new(0),
@@ -685,7 +686,7 @@ impl JetStream {
     fn usage(&self) -> (u64, u64) {
         let mut mem = 0;
         let mut file = 0;
-        for s in self.streams().values() {
+        for s in self.stream_list().iter() {
             let b = s.store.state().bytes;
             match s.storage {
                 StorageType::Memory => mem += b,
@@ -749,12 +750,45 @@ impl JetStream {
         }
     }
 
+    /// The server's lock on reservations (see `ServerUsage::admin`), taken after the
+    /// account's own.
+    fn server_admin(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        let s = self.inner.cfg.server_usage.as_ref()?;
+        Some(s.admin.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every stream, from the plain list (see `Inner::list`).
+    fn stream_list(&self) -> Arc<Vec<Arc<Stream>>> {
+        self.inner
+            .list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds (`Some`) or removes a stream by name; returns what was there. Keeps the plain list
+    /// in step.
+    fn put_stream(&self, name: &str, stream: Option<Arc<Stream>>) -> Option<Arc<Stream>> {
+        let mut map = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let old = match stream {
+            Some(s) => map.insert(name.to_string(), s),
+            None => map.remove(name),
+        };
+        let list = Arc::new(map.values().cloned().collect());
+        *self.inner.list.lock().unwrap_or_else(|e| e.into_inner()) = list;
+        old
+    }
+
     /// Bytes reserved (`max_bytes`) by this account's streams of `storage`, but `except`.
     fn reserved(&self, storage: StorageType, except: Option<&str>) -> i64 {
-        self.streams()
+        self.stream_list()
             .iter()
-            .filter(|(n, _)| Some(n.as_str()) != except)
-            .map(|(_, s)| {
+            .filter(|s| Some(s.name.as_str()) != except)
+            .map(|s| {
                 let c = s.lock();
                 if c.config.storage == storage && c.config.max_bytes > 0 {
                     c.config.max_bytes
@@ -1059,6 +1093,7 @@ impl JetStream {
                 ));
             }
             let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+            let _server = self.server_admin();
             if let Some(s) = self.stream(name) {
                 let cur = s.config();
                 let mut want = cfg.clone();
@@ -1101,11 +1136,7 @@ impl JetStream {
                 })
             });
             let stream = Arc::new(stream);
-            self.inner
-                .streams
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), stream.clone());
+            self.put_stream(name, Some(stream.clone()));
             // Known to the consumers from the start, so interest retention drops what no
             // consumer wants even before the first consumer exists.
             if let Some(c) = self.consumers() {
@@ -1154,6 +1185,7 @@ impl JetStream {
                 return Err(ApiError::name_mismatch());
             }
             let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+            let _server = self.server_admin();
             let s = self.stream(name).ok_or_else(ApiError::stream_not_found)?;
             cfg.normalize()?;
             if cfg.sealed {
@@ -1244,13 +1276,7 @@ impl JetStream {
             return ApiReply::Json(err_json(T, &ApiError::not_empty_request()));
         }
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = self
-            .inner
-            .streams
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-        else {
+        let Some(s) = self.put_stream(name, None) else {
             return ApiReply::Json(err_json(T, &ApiError::stream_not_found()));
         };
         // Metadata first (durably), so a crash part-way never resurrects the stream.
@@ -1258,11 +1284,7 @@ impl JetStream {
         if let Err(e) = r {
             if e.kind() != io::ErrorKind::NotFound {
                 let err = ApiError::from(crate::Error::from(e));
-                self.inner
-                    .streams
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.to_string(), s);
+                self.put_stream(name, Some(s));
                 return ApiReply::Json(err_json(T, &err));
             }
         }
