@@ -1,5 +1,5 @@
 """nats.py (the Python client, unchanged) against a server: JetStream streams, publish acks,
-pull and push consumers, KV and object store. Run by tests/python_client.rs; prints OK last.
+pull and push consumers, KV and object store, per-message TTL. Run by tests/python_client.rs; prints OK last.
 
 Usage: python nats_py.py nats://127.0.0.1:PORT
 """
@@ -147,6 +147,18 @@ async def object_store(js):
         pass
 
 
+async def message_ttl(js):
+    await js.add_stream(StreamConfig(name="BRIEF", subjects=["brief.>"], allow_msg_ttl=True))
+    await js.publish("brief.gone", b"for a second", msg_ttl=1)
+    await js.publish("brief.kept", b"for good")
+    for _ in range(100):
+        info = await js.stream_info("BRIEF", subjects_filter=">")
+        if info.state.messages == 1:
+            break
+        await asyncio.sleep(0.1)
+    check(list(info.state.subjects or {}) == ["brief.kept"], f"TTL: {info.state}")
+
+
 async def main(url):
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -154,6 +166,7 @@ async def main(url):
     await consumers(js)
     await key_value(js)
     await object_store(js)
+    await message_ttl(js)
     await nc.close()
     print("OK")
 
