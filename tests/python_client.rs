@@ -1,7 +1,6 @@
 //! nats.py, the Python client, unchanged against the server: JetStream streams, publish acks,
 //! pull and push consumers with redelivery, KV (with watches), the object store and per-message
-//! TTL, as
-//! `tests/clients/nats_py.py` drives them.
+//! TTL, as `tests/clients/nats_py.py` drives them.
 //!
 //! `make test` installs nats-py into `.venv` and sets `NATTER_REQUIRE_PYTHON_CLIENT=1`, so there
 //! a missing client fails the test; a developer's `cargo test` without it skips, saying so.
