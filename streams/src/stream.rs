@@ -138,8 +138,8 @@ pub(crate) struct Mutable {
 }
 
 /// What `Nats-TTL` headers asked for: when each message expires, and which never do. An entry
-/// whose message was removed otherwise stays until it is due (or, for `never`, until the
-/// stream's first sequence passes it); deleting a missing message does nothing.
+/// whose message was removed otherwise stays until it is due or a sweep finds it gone
+/// ([`Ttls::prune_if_grown`]); deleting a missing message does nothing.
 struct Ttls {
     /// (deadline in Unix nanoseconds, sequence).
     due: BTreeSet<(i64, u64)>,
