@@ -796,7 +796,7 @@ impl FileStore {
     }
 
     /// Up to `max` stored messages with sequence `>= start` matching `filter`, in order, read
-    /// with one `pread` (those of one segment whose records lie within [`RUN_SPAN`] bytes of the
+    /// with one `pread` (those of one segment whose records lie within `RUN_SPAN` bytes of the
     /// first): a consumer streaming a backlog pays one system call and one allocation per run,
     /// not per message. Never empty while [`FileStore::get_next`] would find something.
     pub fn get_run(&self, start: u64, filter: Option<&str>, max: usize) -> Result<Vec<StoredMsg>> {
